@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Copies the browser dependencies installed by `npm ci` into intake/static/vendor/,
+# so every intake page loads them from our own origin (no CDN, no third party).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+nm=node_modules
+out=intake/static/vendor
+rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+
+# face-api (bundles tfjs 4.22) and the three models we use; the wasm binaries come
+# from @tensorflow/tfjs-backend-wasm, the version face-api bundles.
+mkdir -p "$out.tmp/face-api/model" "$out.tmp/tfjs-wasm"
+cp $nm/@vladmandic/face-api/dist/face-api.esm.js "$out.tmp/face-api/"
+for m in ssd_mobilenetv1_model face_landmark_68_model face_recognition_model; do
+  cp $nm/@vladmandic/face-api/model/$m-weights_manifest.json $nm/@vladmandic/face-api/model/$m.bin "$out.tmp/face-api/model/"
+done
+cp $nm/@tensorflow/tfjs-backend-wasm/dist/*.wasm "$out.tmp/tfjs-wasm/"
+
+# libsodium: the ESM wrapper imports the bare name "libsodium"; point it at the file beside it.
+mkdir -p "$out.tmp/libsodium"
+cp $nm/libsodium/dist/modules-esm/libsodium.mjs "$out.tmp/libsodium/"
+sed 's#from"libsodium"#from"./libsodium.mjs"#; s#from "libsodium"#from "./libsodium.mjs"#' \
+  $nm/libsodium-wrappers/dist/modules-esm/libsodium-wrappers.mjs > "$out.tmp/libsodium/libsodium-wrappers.mjs"
+grep -q '"./libsodium.mjs"' "$out.tmp/libsodium/libsodium-wrappers.mjs"
+
+# hash-wasm (streamed SHA-256 / MD5 of large files) and Chart.js (back office charts).
+mkdir -p "$out.tmp/hash-wasm" "$out.tmp/chart.js"
+cp $nm/hash-wasm/dist/index.esm.min.js "$out.tmp/hash-wasm/hash-wasm.mjs"
+cp $nm/chart.js/dist/chart.umd.min.js "$out.tmp/chart.js/"
+
+rm -rf "$out" && mv "$out.tmp" "$out"

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs everything kesu needs on a Debian/Ubuntu machine. Idempotent: each step
+# keeps a stamp named after a hash of its inputs, so a second run does nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stamps=.setup-stamps
+mkdir -p "$stamps"
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+digest() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# 1. Debian packages (only the missing ones are installed).
+debs=(chromium chromium-driver redis-server ffmpeg fonts-noto-cjk libpango-1.0-0
+      libpangoft2-1.0-0 poppler-utils g++ python3-venv python3-dev)
+command -v node >/dev/null && command -v npm >/dev/null || debs+=(nodejs npm)
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# 2. Python virtual environment with the pinned dependencies.
+py_stamp="$stamps/python-$(digest pyproject.toml constraints.txt scripts/setup.sh)"
+if [ ! -f "$py_stamp" ] || [ ! -x .venv/bin/kesu ]; then
+  say "creating .venv with the pinned Python dependencies (first time: a few minutes)"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip 'setuptools<81' wheel
+  .venv/bin/pip install -q -c constraints.txt -e '.[test]'
+  # face_recognition's metadata pins a dlib source build; dlib-bin provides dlib.
+  .venv/bin/pip install -q --no-deps face-recognition==1.3.0
+  rm -f "$stamps"/python-*
+  touch "$py_stamp"
+fi
+
+# 3. Browser dependencies from npm, built into intake/static/vendor/ (never committed).
+js_stamp="$stamps/browser-$(digest package.json package-lock.json scripts/build-vendor.sh)"
+if [ ! -f "$js_stamp" ] || [ ! -d intake/static/vendor ]; then
+  say "installing browser dependencies from npm and building intake/static/vendor/"
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+  scripts/build-vendor.sh
+  rm -f "$stamps"/browser-*
+  touch "$js_stamp"
+fi

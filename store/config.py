@@ -1,0 +1,111 @@
+"""Settings: environment variables (KESU_*) win over the instance's config.toml.
+
+The instance folder (KESU_INSTANCE, default ./instance) holds the SQLite database,
+the key store, the encrypted blobs, server secrets and the private Redis socket.
+"""
+import hashlib
+import os
+import secrets
+import tempfile
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+@dataclass
+class Settings:
+    instance: Path
+    database_url: str = ""
+    redis_url: str = ""                      # empty: `kesu run` starts a private redis-server
+    intake_host: str = "127.0.0.1"
+    intake_port: int = 8000
+    backoffice_host: str = "127.0.0.1"
+    backoffice_port: int = 8001
+    org_name: str = "kesu"
+    org_phone: str = ""
+    org_email: str = ""
+    crawl_allow_private: bool = False
+    crawl_max_pages: int = 50
+    crawl_max_bytes: int = 512 * 1024 * 1024
+    crawl_max_seconds: int = 600
+    crawl_delay: float = 1.0
+    crawl_proxy: str = ""
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_from: str = ""
+    tsa_url: str = ""
+    max_submission_bytes: int = 4 * 1024 * 1024
+    session_idle_minutes: int = 30
+    session_max_hours: int = 12
+    keystore_backup_days: int = 30
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def keystore_dir(self) -> Path:
+        return self.instance / "keystore"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.instance / "blobs"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.instance / "secrets"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.instance / "logs"
+
+    @property
+    def redis_socket(self) -> Path:
+        """The private Redis socket; a short temporary path when the instance path is too long."""
+        sock = self.instance / "redis.sock"
+        if len(str(sock)) < 100:
+            return sock
+        tag = hashlib.sha256(str(self.instance.resolve()).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"kesu-{tag}.sock"
+
+    def secret(self, name: str, size: int = 32) -> bytes:
+        """A server secret (pepper, session key) from the instance, made on first use, mode 0600."""
+        path = self.secrets_dir / name
+        if not path.exists():
+            self.secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(secrets.token_bytes(size))
+        return path.read_bytes()
+
+
+def _coerce(kind, value):
+    if kind is bool or kind == "bool":
+        return str(value).strip().lower() in ("1", "true", "yes", "on")
+    if kind is int or kind == "int":
+        return int(value)
+    if kind is float or kind == "float":
+        return float(value)
+    return str(value)
+
+
+def load(instance: str | os.PathLike | None = None, **overrides) -> Settings:
+    root = Path(instance or os.environ.get("KESU_INSTANCE") or "instance").absolute()
+    values: dict = {}
+    config_file = root / "config.toml"
+    if config_file.exists():
+        values.update(tomllib.loads(config_file.read_text("utf-8")))
+    known = {f.name: f for f in fields(Settings) if f.name not in ("instance", "extra")}
+    for name, f in known.items():
+        env = os.environ.get("KESU_" + name.upper())
+        if env is not None:
+            values[name] = env
+    values.update(overrides)
+    settings = Settings(instance=root)
+    for name, value in values.items():
+        if name in known:
+            setattr(settings, name, _coerce(known[name].type, value))
+        else:
+            settings.extra[name] = value
+    if not settings.database_url:
+        settings.database_url = f"sqlite:///{root / 'kesu.db'}"
+    return settings

@@ -1,0 +1,237 @@
+"""The database schema: one concept, one table, one name.
+
+Nothing here holds a plaintext signal, a case number, a passphrase or an IP address
+of a victim or staff member: signals and labels are ciphertext under the case key,
+case numbers are keyed hashes, passphrases and passwords Argon2id hashes.
+"""
+from datetime import date, datetime, timezone
+
+from sqlalchemy import (JSON, Boolean, Date, DateTime, Float, ForeignKey, Integer, LargeBinary,
+                        String, Text, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def today() -> date:
+    return utcnow().date()
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class OrgKey(Base):
+    """The org key bundle (crypto.keys.wrap): public halves in the clear, private halves wrapped."""
+    __tablename__ = "org_keys"
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    bundle: Mapped[dict] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Case(Base):
+    __tablename__ = "cases"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number_hash: Mapped[str] = mapped_column(String(64), unique=True)      # HMAC(pepper, case number)
+    passphrase_hash: Mapped[str] = mapped_column(String(200))              # Argon2id(HMAC(pepper, passphrase))
+    status: Mapped[str] = mapped_column(String(20), default="received")   # received|searching|found|requested|removed|withdrawn
+    category: Mapped[str | None] = mapped_column(String(20))              # known once taken in
+    language: Mapped[str | None] = mapped_column(String(5))
+    details: Mapped[bytes | None] = mapped_column(LargeBinary)            # contact, consent, known URLs: under the case key
+    created_on: Mapped[date] = mapped_column(Date, default=today)         # a day, never a time
+    updated_on: Mapped[date] = mapped_column(Date, default=today)
+    withdrawn_on: Mapped[date | None] = mapped_column(Date)
+    items: Mapped[list["Item"]] = relationship(back_populates="case", cascade="all, delete-orphan")
+
+
+class Submission(Base):
+    """A sealed blob as it arrived; deleted once taken in (re-encrypted under the case key)."""
+    __tablename__ = "submissions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    key_id: Mapped[str] = mapped_column(String(32))
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    received_on: Mapped[date] = mapped_column(Date, default=today)
+
+
+class Item(Base):
+    """One file the victim chose ("p1", "v2", "s1"); its label is ciphertext."""
+    __tablename__ = "items"
+    __table_args__ = (UniqueConstraint("case_id", "item"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    item: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(10))                         # photo|video|selfie
+    label: Mapped[bytes | None] = mapped_column(LargeBinary)
+    case: Mapped[Case] = relationship(back_populates="items")
+
+
+class Signal(Base):
+    """One signal (PDQ, hash, vPDQ frames, face descriptor) as ciphertext under the case key."""
+    __tablename__ = "signals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    item: Mapped[str] = mapped_column(String(20))
+    type: Mapped[str] = mapped_column(String(10))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Staff(Base):
+    __tablename__ = "staff"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    totp_secret: Mapped[bytes] = mapped_column(LargeBinary)                # ciphertext under a server secret
+    role: Mapped[str] = mapped_column(String(10))                         # admin|staff|lawyer
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_totp_step: Mapped[int] = mapped_column(Integer, default=0)       # a used code is never accepted again
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    throttled_until: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class StaffSession(Base):
+    """Server-side staff sessions; the cookie carries a token whose SHA-256 is the id."""
+    __tablename__ = "staff_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"), index=True)
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AuditEntry(Base):
+    """Append-only, hash-chained: who did what to which internal id. Never content."""
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(50))
+    target: Mapped[str] = mapped_column(String(100), default="")
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class CrawlJob(Base):
+    __tablename__ = "crawl_jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    depth: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(20), default="queued")     # queued|running|done|error
+    requested_by: Mapped[str] = mapped_column(String(100), default="")
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="SET NULL"))
+    stats: Mapped[dict] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Capture(Base):
+    """One page as a real browser loaded it. Evidence files are encrypted blobs."""
+    __tablename__ = "captures"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("crawl_jobs.id", ondelete="SET NULL"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    final_url: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(10))                       # ok|error|limit
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    server_ip: Mapped[str | None] = mapped_column(String(64))             # of the crawled site: evidence
+    redirects: Mapped[list] = mapped_column(JSON, default=list)
+    captured_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    data_key: Mapped[bytes | None] = mapped_column(LargeBinary)           # sealed to the org key
+    evidence: Mapped[dict] = mapped_column(JSON, default=dict)            # artifact -> blob name, sha256
+    media: Mapped[list["Media"]] = relationship(back_populates="capture", cascade="all, delete-orphan")
+
+
+class Media(Base):
+    """A response body the page loaded: its signals encrypted, its bytes kept only as evidence."""
+    __tablename__ = "media"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    capture_id: Mapped[int] = mapped_column(ForeignKey("captures.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    sha256_key: Mapped[str] = mapped_column(String(64), index=True)       # HMAC(pepper, sha256): lookups without the hash
+    mime: Mapped[str] = mapped_column(String(100), default="")
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    signals: Mapped[bytes | None] = mapped_column(LargeBinary)            # under the org data key
+    blob: Mapped[str | None] = mapped_column(String(64))                  # kept bytes (matched media only)
+    capture: Mapped[Capture] = relationship(back_populates="media")
+
+
+class Match(Base):
+    __tablename__ = "matches"
+    __table_args__ = (UniqueConstraint("case_id", "media_id", "kind"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(10))                         # pdq|md5|sha256|vpdq|face
+    distance: Mapped[float] = mapped_column(Float, default=0.0)
+    confidence: Mapped[float] = mapped_column(Float, default=0.0)
+    state: Mapped[str] = mapped_column(String(10), default="new")         # new|confirmed|rejected|unsure
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Review(Base):
+    __tablename__ = "reviews"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    match_id: Mapped[int] = mapped_column(ForeignKey("matches.id", ondelete="CASCADE"), index=True)
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id", ondelete="SET NULL"))
+    decision: Mapped[str] = mapped_column(String(10))
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Domain(Base):
+    __tablename__ = "domains"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    domain: Mapped[str] = mapped_column(String(253), unique=True)
+    site_name: Mapped[str] = mapped_column(String(200), default="")
+    kind: Mapped[str] = mapped_column(String(50), default="")
+    country: Mapped[str] = mapped_column(String(2), default="")
+    language: Mapped[str] = mapped_column(String(10), default="")
+    contact_email: Mapped[str] = mapped_column(String(254), default="")
+    contact_form: Mapped[str] = mapped_column(Text, default="")
+    hosting: Mapped[str] = mapped_column(String(200), default="")
+    notes: Mapped[str] = mapped_column(Text, default="")
+
+
+class Takedown(Base):
+    """One URL of one case to get removed, followed until it is gone."""
+    __tablename__ = "takedowns"
+    __table_args__ = (UniqueConstraint("case_id", "url"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    domain_id: Mapped[int | None] = mapped_column(ForeignKey("domains.id", ondelete="SET NULL"))
+    url: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="ongoing")    # requested|removed|partly_removed|still_up|on_hold|ongoing
+    route: Mapped[str | None] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Notice(Base):
+    __tablename__ = "notices"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    takedown_id: Mapped[int] = mapped_column(ForeignKey("takedowns.id", ondelete="CASCADE"), index=True)
+    route: Mapped[str] = mapped_column(String(20))
+    recipient: Mapped[str] = mapped_column(String(254), default="")
+    language: Mapped[str] = mapped_column(String(5), default="ja")
+    message_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    archived: Mapped[bytes | None] = mapped_column(LargeBinary)           # encrypted copy of what was sent
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Schedule(Base):
+    """Timed work lives here, not in Redis: a Redis restart loses nothing."""
+    __tablename__ = "schedules"
+    __table_args__ = (UniqueConstraint("kind", "ref"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(30))
+    ref: Mapped[str] = mapped_column(String(100), default="")
+    due_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    interval_s: Mapped[int | None] = mapped_column(Integer)
+    payload: Mapped[dict] = mapped_column(JSON, default=dict)
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTime)

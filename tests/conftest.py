@@ -1,0 +1,160 @@
+"""Shared fixtures: instances on SQLite and PostgreSQL, real Redis, real headless Chromium.
+
+Nothing here is mocked. PostgreSQL runs when KESU_TEST_POSTGRES_URL is set (.ci/run sets
+it); Redis is the machine's (KESU_TEST_REDIS_URL, default 127.0.0.1:6379, database 15).
+"""
+import functools
+import http.server
+import mimetypes
+import os
+import shutil
+import socketserver
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STATIC = ROOT / "intake" / "static"
+HARNESS = Path(__file__).with_name("harness")
+os.environ.setdefault("SE_OFFLINE", "true")   # Selenium Manager must not look for downloads
+
+mimetypes.add_type("text/javascript", ".mjs")
+mimetypes.add_type("text/javascript", ".js")
+mimetypes.add_type("application/wasm", ".wasm")
+
+
+# --- databases -------------------------------------------------------------------------
+
+def _database_params():
+    params = ["sqlite"]
+    if os.environ.get("KESU_TEST_POSTGRES_URL"):
+        params.append(pytest.param("postgres", marks=pytest.mark.postgres))
+    return params
+
+
+def _fresh_postgres(url: str) -> str:
+    """A fresh schema per test on the shared test database, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+    schema = "t_" + uuid.uuid4().hex[:12]
+    eng = create_engine(url)
+    with eng.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    eng.dispose()
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=-csearch_path%3D{schema}", schema
+
+
+@pytest.fixture(params=_database_params())
+def database_url(request, tmp_path):
+    """Every database-layer test runs on SQLite, and on PostgreSQL when configured."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'kesu.db'}"
+        return
+    base = os.environ["KESU_TEST_POSTGRES_URL"]
+    url, schema = _fresh_postgres(base)
+    yield url
+    from sqlalchemy import create_engine, text
+    from store import db
+    for key in [k for k in db._engines if schema in k]:
+        db._engines.pop(key).dispose()
+    eng = create_engine(base)
+    with eng.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    eng.dispose()
+
+
+@pytest.fixture
+def redis_url():
+    url = os.environ.get("KESU_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    import redis
+    conn = redis.Redis.from_url(url)
+    conn.flushdb()
+    yield url
+    conn.flushdb()
+
+
+# --- a static server for browser tests ----------------------------------------------------
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves /static/ from intake/static and /harness/ from tests/harness (plus extra roots)."""
+    roots: dict = {}
+
+    def translate_path(self, path):
+        path = path.split("?", 1)[0].split("#", 1)[0]
+        for prefix, root in self.roots.items():
+            if path.startswith(prefix):
+                rel = path[len(prefix):].lstrip("/")
+                target = (Path(root) / rel).resolve()
+                if Path(root).resolve() in target.parents or target == Path(root).resolve():
+                    return str(target)
+        return str(Path("/nonexistent"))
+
+    def end_headers(self):
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+@pytest.fixture(scope="session")
+def static_server(tmp_path_factory):
+    """Base URL of a loopback server for /static/ (intake/static), /harness/ and /files/.
+
+    Tests drop files into `static_server.files` (a folder) to serve them under /files/.
+    """
+    files = tmp_path_factory.mktemp("served")
+    handler = type("H", (_Handler,), {"roots": {"/static/": STATIC, "/harness/": HARNESS, "/files/": files}})
+    server = _Server(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    class Info(str):
+        pass
+    info = Info(f"http://127.0.0.1:{server.server_address[1]}")
+    info.files = files
+    yield info
+    server.shutdown()
+
+
+# --- real headless Chromium ------------------------------------------------------------------
+
+CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                  "--disable-sync", "--disable-quic", "--mute-audio"]
+
+
+def make_chromium(width=1280, height=900, extra_args=(), performance_log=False):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in [*CHROMIUM_FLAGS, f"--window-size={width},{height}", *extra_args]:
+        opts.add_argument(flag)
+    if performance_log:
+        opts.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    service = Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver")
+    driver = webdriver.Chrome(options=opts, service=service)
+    driver.set_script_timeout(300)
+    return driver
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless Chromium for the session (tests must not rely on state left by others)."""
+    driver = make_chromium()
+    yield driver
+    driver.quit()
+
+
+def wait_for(driver, js_condition: str, timeout: float = 60):
+    """Wait until a JavaScript expression is truthy (conditions, never fixed sleeps)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(
+        lambda d: d.execute_script(f"return ({js_condition});"))
