@@ -1,0 +1,49 @@
+"""Login with password + TOTP, and logout."""
+from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
+from flask_wtf import FlaskForm
+from wtforms import EmailField, PasswordField, StringField
+from wtforms.validators import DataRequired, Length
+
+from store import audit
+
+from . import accounts, current_instance
+
+bp = Blueprint("auth", __name__)
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("email", validators=[DataRequired(), Length(max=254)])
+    password = PasswordField("password", validators=[DataRequired(), Length(max=1024)])
+    code = StringField("code", validators=[DataRequired(), Length(min=6, max=8)])
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    form = LoginForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            staff = accounts.authenticate(current_instance(), form.email.data, form.password.data, form.code.data)
+        except accounts.LoginRefused as refused:
+            flash(_("Too many attempts. Please wait and try again.") if refused.retry_after
+                  else _("The e-mail, password or code is not right."), "error")
+            status = 429 if refused.retry_after else 401
+        else:
+            session.clear()
+            session.regenerate()
+            session["staff_id"] = staff.id
+            target = request.args.get("next", "")
+            return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("main.home"))
+    elif request.method == "POST":
+        status = 400
+    return render_template("backoffice/login.html", form=form), status
+
+
+@bp.route("/logout", methods=["POST"])
+def logout():
+    if g.get("staff") is not None:
+        with current_instance().session() as s:
+            audit.record(s, f"staff:{g.staff.id}", "logout", f"staff:{g.staff.id}")
+    session.clear()
+    return redirect(url_for("auth.login"))

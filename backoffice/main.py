@@ -1,0 +1,21 @@
+"""The back office's front page."""
+from flask import Blueprint, g, render_template
+from sqlalchemy import func, select
+
+from store.models import Case, Match, Takedown
+
+from . import current_instance, login_required
+
+bp = Blueprint("main", __name__)
+
+
+@bp.route("/")
+@login_required()
+def home():
+    with current_instance().session() as s:
+        counts = {
+            "cases": s.execute(select(func.count()).select_from(Case).where(Case.status != "withdrawn")).scalar(),
+            "to_review": s.execute(select(func.count()).select_from(Match).where(Match.state == "new")).scalar(),
+            "takedowns": s.execute(select(func.count()).select_from(Takedown)).scalar(),
+        }
+    return render_template("backoffice/home.html", staff=g.staff, counts=counts)

@@ -1,0 +1,87 @@
+"""Plumbing both Flask apps share: security headers, language, logs without IPs.
+
+Kept apart from intake/ and backoffice/ so that neither app imports the other.
+Imports nothing of ours.
+"""
+import logging
+from pathlib import Path
+
+from flask import Flask, g, request
+from flask_babel import Babel
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = ROOT / "templates"
+TRANSLATIONS = ROOT / "translations"
+LANGUAGES = ("ja", "en")
+
+
+def make_app(name: str, static_folder: Path | None = None, wasm: bool = False) -> Flask:
+    app = Flask(name, template_folder=str(TEMPLATES),
+                static_folder=str(static_folder) if static_folder else None,
+                static_url_path="/static")
+    app.config.update(
+        BABEL_TRANSLATION_DIRECTORIES=str(TRANSLATIONS),
+        BABEL_DEFAULT_LOCALE="en",
+        JSON_AS_ASCII=False,
+        SEND_FILE_MAX_AGE_DEFAULT=0,
+    )
+    Babel(app, locale_selector=select_language)
+    app.jinja_env.globals["current_language"] = current_language
+    _security_headers(app, wasm)
+    _quiet_logs()
+    return app
+
+
+def current_language() -> str:
+    return getattr(g, "language", None) or select_language()
+
+
+def select_language() -> str:
+    """?lang= wins; otherwise Japanese whenever the browser asks for it, else English."""
+    chosen = request.args.get("lang")
+    if chosen in LANGUAGES:
+        g.language = chosen
+        return chosen
+    best = request.accept_languages.best_match(LANGUAGES, default="en")
+    wants_ja = any(lang.lower().startswith("ja") for lang, _ in request.accept_languages)
+    g.language = "ja" if wants_ja else best
+    return g.language
+
+
+def _security_headers(app: Flask, wasm: bool) -> None:
+    script = "'self' 'wasm-unsafe-eval'" if wasm else "'self'"
+    csp = ("default-src 'self'; "
+           f"script-src {script}; "
+           "style-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+           "font-src 'self'; connect-src 'self'; worker-src 'self' blob:; "
+           "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+    @app.after_request
+    def headers(response):
+        response.headers["Content-Security-Policy"] = csp
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Pragma"] = "no-cache"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
+        response.headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=(), interest-cohort=()"
+        response.headers.pop("Server", None)
+        return response
+
+
+def _quiet_logs() -> None:
+    """Werkzeug's access log names the client address: it never runs. Waitress logs no access."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+
+def route_log(app: Flask, logger_name: str) -> None:
+    """One log line per request naming the route template (never the path's values)."""
+    log = logging.getLogger(logger_name)
+
+    @app.after_request
+    def _log(response):
+        rule = request.url_rule.rule if request.url_rule else "<unmatched>"
+        log.info("%s %s %s", request.method, rule, response.status_code)
+        return response
