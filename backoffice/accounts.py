@@ -63,9 +63,13 @@ def _totp_step(secret: str, code: str, after_step: int, now: float) -> int | Non
 
 
 def authenticate(instance, email: str, password: str, code: str, now: float | None = None) -> Staff:
-    """Password + TOTP. The same work is done for unknown e-mail addresses."""
+    """Password + TOTP. The same work is done for unknown e-mail addresses.
+
+    A failure is written (counter, delay, audit entry) before it is raised.
+    """
     now = time.time() if now is None else now
     email = (email or "").strip().lower()
+    refused: LoginRefused | None = None
     with instance.session() as s:
         staff = s.execute(select(Staff).where(Staff.email == email)).scalar_one_or_none()
         stamp = utcnow()
@@ -79,17 +83,20 @@ def authenticate(instance, email: str, password: str, code: str, now: float | No
             step = _totp_step(secret, code, staff.last_totp_step, now)
         if staff is None:
             audit.record(s, "anonymous", "login.failed", "staff:unknown")
-            raise LoginRefused("e-mail, password or code is wrong")
-        if not ok or step is None or not staff.active:
+            refused = LoginRefused("e-mail, password or code is wrong")
+        elif not ok or step is None or not staff.active:
             staff.failed_logins += 1
             over = staff.failed_logins - FREE_FAILURES
             if over >= 0:
                 staff.throttled_until = stamp + min(MAX_DELAY, timedelta(seconds=2 ** (over + 1)))
             audit.record(s, f"staff:{staff.id}", "login.failed", f"staff:{staff.id}",
                          reason="disabled" if ok and not staff.active else "credentials")
-            raise LoginRefused("e-mail, password or code is wrong")
-        staff.last_totp_step = step
-        staff.failed_logins = 0
-        staff.throttled_until = None
-        audit.record(s, f"staff:{staff.id}", "login", f"staff:{staff.id}")
-        return staff
+            refused = LoginRefused("e-mail, password or code is wrong")
+        else:
+            staff.last_totp_step = step
+            staff.failed_logins = 0
+            staff.throttled_until = None
+            audit.record(s, f"staff:{staff.id}", "login", f"staff:{staff.id}")
+    if refused:
+        raise refused
+    return staff

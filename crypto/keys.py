@@ -20,6 +20,10 @@ from .sealing import b64, unb64
 # MODERATE: 256 MiB and about a second, paid once per unlock.
 OPSLIMIT = pwhash.argon2id.OPSLIMIT_MODERATE
 MEMLIMIT = pwhash.argon2id.MEMLIMIT_MODERATE
+KDF_PROFILES = {
+    "moderate": (OPSLIMIT, MEMLIMIT),
+    "interactive": (pwhash.argon2id.OPSLIMIT_INTERACTIVE, pwhash.argon2id.MEMLIMIT_INTERACTIVE),
+}
 
 
 class WrongPassphrase(CryptoError):

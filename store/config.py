@@ -40,6 +40,7 @@ class Settings:
     session_idle_minutes: int = 30
     session_max_hours: int = 12
     keystore_backup_days: int = 30
+    key_kdf: str = "moderate"               # Argon2id cost of the key passphrase: moderate|interactive (tests)
     extra: dict = field(default_factory=dict)
 
     @property

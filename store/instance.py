@@ -64,7 +64,8 @@ class Instance:
                 orgkeys.unwrap(existing.bundle, passphrase)   # a wrong passphrase fails loudly
                 return existing.key_id
             generated = orgkeys.generate()
-            s.add(OrgKey(key_id=generated.key_id, bundle=orgkeys.wrap(generated, passphrase), active=True))
+            bundle = orgkeys.wrap(generated, passphrase, *orgkeys.KDF_PROFILES[self.settings.key_kdf])
+            s.add(OrgKey(key_id=generated.key_id, bundle=bundle, active=True))
         for name in ("pepper", "names", "session", "totp"):
             self.settings.secret(name)
         self._keys = generated

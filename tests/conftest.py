@@ -158,3 +158,41 @@ def wait_for(driver, js_condition: str, timeout: float = 60):
     from selenium.webdriver.support.ui import WebDriverWait
     return WebDriverWait(driver, timeout, poll_frequency=0.1).until(
         lambda d: d.execute_script(f"return ({js_condition});"))
+
+
+# --- instances ---------------------------------------------------------------------------
+
+TEST_PASSPHRASE = "test key passphrase"
+
+
+def make_instance(path, database_url, **overrides):
+    """An initialised instance (keys made and unlocked) in `path`."""
+    from store.config import load
+    from store.instance import Instance
+    settings = load(path, database_url=database_url, key_kdf="interactive", crawl_allow_private=True, **overrides)
+    instance = Instance(settings)
+    instance.init(TEST_PASSPHRASE)
+    return instance
+
+
+@pytest.fixture
+def instance(tmp_path, database_url):
+    """A fresh instance on SQLite (and on PostgreSQL when configured)."""
+    return make_instance(tmp_path / "instance", database_url)
+
+
+def serve_app(app):
+    """Serve a WSGI app on 127.0.0.1 with a random port in a thread; returns (url, stop)."""
+    from werkzeug.serving import make_server
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}", server.shutdown
+
+
+def kesu_cli(*args, env=None, input=None, timeout=120):
+    """Run the real `kesu` console script."""
+    import subprocess
+    import sys
+    exe = Path(sys.executable).with_name("kesu")
+    return subprocess.run([str(exe), *args], input=input, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)

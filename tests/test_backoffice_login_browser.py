@@ -1,0 +1,78 @@
+"""Staff log in with password + TOTP in real headless Chromium; replay refused; logout ends it."""
+import time
+from urllib.parse import parse_qs, urlparse
+
+import pyotp
+import pytest
+from selenium.webdriver.common.by import By
+
+from conftest import TEST_PASSPHRASE, kesu_cli, make_instance, serve_app, wait_for
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def backoffice(tmp_path):
+    instance = make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'instance' / 'kesu.db'}")
+    env = {"KESU_INSTANCE": str(instance.settings.instance), "KESU_KEY_PASSPHRASE": TEST_PASSPHRASE}
+    added = kesu_cli("staff", "add", "admin@example.org", "--role", "admin", "--password-stdin",
+                     env=env, input="correct horse battery staple\n")
+    assert added.returncode == 0, added.stderr
+    uri = added.stdout.strip().splitlines()[0]
+    assert uri.startswith("otpauth://totp/")
+    secret = parse_qs(urlparse(uri).query)["secret"][0]
+    from backoffice import create_app
+    url, stop = serve_app(create_app(instance))
+    yield url, secret
+    stop()
+
+
+def fresh_code(secret, used=set()):
+    """A code for a time step not used yet (waits for the next 30 s step when needed)."""
+    totp = pyotp.TOTP(secret)
+    while True:
+        step = int(time.time() // 30)
+        if step not in used:
+            used.add(step)
+            return totp.generate_otp(step)
+        time.sleep(0.5)
+
+
+def log_in(driver, url, code, password="correct horse battery staple"):
+    driver.get(url + "/login?lang=en")
+    driver.find_element(By.ID, "email").send_keys("admin@example.org")
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "code").send_keys(code)
+    driver.find_element(By.ID, "login").click()
+    wait_for(driver, "document.readyState === 'complete' && !!document.querySelector('h1')")
+
+
+def test_login_replay_and_logout(chromium, backoffice):
+    url, secret = backoffice
+    chromium.delete_all_cookies()
+    code = fresh_code(secret)
+    log_in(chromium, url, code)
+    assert chromium.find_elements(By.ID, "welcome"), chromium.page_source[:500]
+    stolen = chromium.get_cookie("kesu_staff")["value"]
+
+    chromium.find_element(By.ID, "logout").click()
+    wait_for(chromium, "!!document.getElementById('login-form')")
+    chromium.get(url + "/")
+    assert chromium.find_elements(By.ID, "login-form")           # logged out
+
+    # The old session cookie no longer opens anything.
+    chromium.add_cookie({"name": "kesu_staff", "value": stolen, "path": "/"})
+    chromium.get(url + "/")
+    assert chromium.find_elements(By.ID, "login-form")
+
+    # The same TOTP code again is refused, even with the right password.
+    chromium.delete_all_cookies()
+    log_in(chromium, url, code)
+    assert not chromium.find_elements(By.ID, "welcome")
+    assert chromium.find_elements(By.CSS_SELECTOR, ".flash.error")
+
+
+def test_login_page_is_japanese_when_asked(chromium, backoffice):
+    url, _ = backoffice
+    chromium.get(url + "/login?lang=ja")
+    assert chromium.find_element(By.TAG_NAME, "html").get_attribute("lang") == "ja"
