@@ -29,15 +29,26 @@ py_stamp="$stamps/python-$(digest pyproject.toml constraints.txt scripts/setup.s
 if [ ! -f "$py_stamp" ] || [ ! -x .venv/bin/kesu ]; then
   say "creating .venv with the pinned Python dependencies (first time: a few minutes)"
   python3 -m venv .venv
-  .venv/bin/pip install -q --upgrade pip 'setuptools<81' wheel
-  .venv/bin/pip install -q -c constraints.txt -e '.[test]'
-  # face_recognition's metadata pins a dlib source build; dlib-bin provides dlib.
-  .venv/bin/pip install -q --no-deps face-recognition==1.3.0
+  log="$stamps/pip.log"
+  {
+    .venv/bin/pip install --upgrade pip 'setuptools<81' wheel &&
+    .venv/bin/pip install -c constraints.txt -e '.[test]' &&
+    # face_recognition's metadata pins a dlib source build; dlib-bin provides dlib.
+    .venv/bin/pip install --no-deps face-recognition==1.3.0
+  } > "$log" 2>&1 || { tail -40 "$log" >&2; say "pip failed (full log: $log)"; exit 1; }
   rm -f "$stamps"/python-*
   touch "$py_stamp"
 fi
 
-# 3. Browser dependencies from npm, built into intake/static/vendor/ (never committed).
+# 3. Compiled translations (Japanese and English); the .po files are the source.
+for po in translations/*/LC_MESSAGES/messages.po; do
+  mo="${po%.po}.mo"
+  if [ ! -f "$mo" ] || [ "$po" -nt "$mo" ]; then
+    .venv/bin/pybabel compile -i "$po" -o "$mo" >/dev/null 2>&1
+  fi
+done
+
+# 4. Browser dependencies from npm, built into intake/static/vendor/ (never committed).
 js_stamp="$stamps/browser-$(digest package.json package-lock.json scripts/build-vendor.sh)"
 if [ ! -f "$js_stamp" ] || [ ! -d intake/static/vendor ]; then
   say "installing browser dependencies from npm and building intake/static/vendor/"

@@ -76,3 +76,6 @@ def test_login_page_is_japanese_when_asked(chromium, backoffice):
     url, _ = backoffice
     chromium.get(url + "/login?lang=ja")
     assert chromium.find_element(By.TAG_NAME, "html").get_attribute("lang") == "ja"
+    assert chromium.find_element(By.TAG_NAME, "h1").text == "ログイン"
+    chromium.get(url + "/login?lang=en")
+    assert chromium.find_element(By.TAG_NAME, "h1").text == "Log in"
