@@ -1,0 +1,57 @@
+"""Security headers on both apps, and logs that never name a client."""
+import logging
+
+import pytest
+
+from backoffice import create_app as create_backoffice
+from intake import create_app as create_intake
+
+UA = "kesu-test-agent/3f9c1e"
+IP = "203.0.113.77"
+
+
+@pytest.fixture
+def apps(instance):
+    return create_intake(instance), create_backoffice(instance)
+
+
+def test_security_headers_on_every_response(apps):
+    intake, office = apps
+    for app, paths in ((intake, ["/", "/api/v1/key", "/static/css/kesu.css", "/nope"]),
+                       (office, ["/login", "/", "/nope"])):
+        client = app.test_client()
+        for path in paths:
+            r = client.get(path)
+            csp = r.headers["Content-Security-Policy"]
+            assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+            assert "'unsafe-inline'" not in csp and "'unsafe-eval'" not in csp.replace("'wasm-unsafe-eval'", "")
+            assert r.headers["Cache-Control"] == "no-store"
+            assert r.headers["Referrer-Policy"] == "no-referrer"
+            assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_csrf_guards_back_office_forms(apps):
+    _, office = apps
+    client = office.test_client()
+    r = client.post("/login", data={"email": "a@example.org", "password": "x" * 12, "code": "123456"})
+    assert r.status_code == 400
+
+
+def test_japanese_by_default_when_the_browser_asks(apps):
+    _, office = apps
+    client = office.test_client()
+    assert "ログイン" in client.get("/login", headers={"Accept-Language": "en-US;q=0.9, ja;q=0.5"}).get_data(True)
+    assert "Log in" in client.get("/login", headers={"Accept-Language": "en-US"}).get_data(True)
+    assert "Log in" in client.get("/login?lang=en", headers={"Accept-Language": "ja"}).get_data(True)
+
+
+def test_logs_hold_no_address_or_user_agent(apps, caplog):
+    intake, office = apps
+    caplog.set_level(logging.DEBUG)
+    headers = {"User-Agent": UA, "X-Forwarded-For": IP}
+    intake.test_client().get("/api/v1/key", headers=headers, environ_base={"REMOTE_ADDR": "198.51.100.9"})
+    office.test_client().get("/login", headers=headers, environ_base={"REMOTE_ADDR": "198.51.100.9"})
+    text = caplog.text
+    assert "GET /api/v1/key 200" in text and "GET /login 200" in text
+    for secret in (UA, IP, "198.51.100.9"):
+        assert secret not in text
