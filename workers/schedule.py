@@ -20,8 +20,25 @@ log = logging.getLogger("kesu.scheduler")
 JOBS: dict[str, tuple[str, str]] = {}
 
 
-def register(kind: str, queue_name: str, target: str) -> None:
+def register(kind: str, queue_name: str, target: str, every_s: int | None = None) -> None:
+    """A kind of scheduled job; with every_s, a recurring one that ensure_recurring() creates."""
     JOBS[kind] = (queue_name, target)
+    if every_s:
+        RECURRING[kind] = every_s
+
+
+RECURRING: dict[str, int] = {}
+
+
+def ensure_recurring(instance) -> None:
+    with instance.session() as s:
+        have = set(s.execute(select(Schedule.kind).where(Schedule.kind.in_(RECURRING))).scalars())
+        for kind, every in RECURRING.items():
+            if kind not in have:
+                s.add(Schedule(kind=kind, ref="", interval_s=every))
+
+
+register("purge_sessions", "default", "workers.housekeeping:purge_sessions", every_s=3600)
 
 
 def run_due(instance, now=None) -> int:
@@ -50,6 +67,7 @@ def run_due(instance, now=None) -> int:
 
 
 def loop(instance, once: bool = False, every: float = 5.0) -> None:
+    ensure_recurring(instance)
     while True:
         try:
             n = run_due(instance)
