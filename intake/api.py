@@ -1,12 +1,180 @@
-"""The intake JSON API (DESIGN.md §6.3): cookie-less, ciphertext only."""
-from flask import Blueprint, jsonify
+"""The intake JSON API (DESIGN.md §6.3): cookie-less, ciphertext only.
+
+Every request that names a case runs the same path whether or not the case exists: the
+throttle (keyed by the HMAC of the number), one database look-up, one Argon2id check;
+a wrong passphrase and an unknown case both get the same 401. Sealed submissions are
+stored as they came and handed to the take-in worker by id (never by content); without a
+reachable Redis they wait in the database for `workers.takein.take_in_pending`.
+"""
+import logging
+import threading
+
+import redis
+from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy import select
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from crypto.sealing import unb64
+from store import cases
+from store.models import OrgKey
+from workers.queue import queue, redis_url
 
 from . import current_instance
+from .throttle import RateLimit, Throttle, retry_after
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+log = logging.getLogger("kesu.intake")
+
+SEAL_OVERHEAD = 48                       # crypto_box_SEALBYTES: an ephemeral key and a MAC
+PASSPHRASE_HEADER = "X-Kesu-Passphrase"
+TAKE_IN = "workers.takein.take_in"       # by name: the intake never imports code that decrypts
+CASE_WITHDRAWN = "workers.match.case_withdrawn"   # the matcher drops the case from its index
+_UNAUTHORISED = {"error": "unknown_case_or_passphrase",
+                 "message": "The case number or the passphrase is not right."}
+_throttle_lock = threading.Lock()
+
+
+def _error(status: int, code: str, message: str, **headers):
+    response = jsonify(error=code, message=message)
+    response.status_code = status
+    for name, value in headers.items():
+        response.headers[name.replace("_", "-")] = value
+    return response
+
+
+def throttle() -> Throttle:
+    with _throttle_lock:
+        found = current_app.extensions.get("kesu.throttle")
+        if found is None:
+            found = current_app.extensions["kesu.throttle"] = Throttle.from_settings(current_instance().settings)
+        return found
+
+
+def creations() -> RateLimit:
+    with _throttle_lock:
+        found = current_app.extensions.get("kesu.create_limit")
+        if found is None:
+            found = current_app.extensions["kesu.create_limit"] = RateLimit.from_settings(current_instance().settings)
+        return found
 
 
 @bp.get("/key")
 def key():
     key_id, public_key = current_instance().public_key()
     return jsonify(key_id=key_id, public_key=public_key)
+
+
+@bp.app_errorhandler(RequestEntityTooLarge)
+def too_large(_exc):
+    return _error(413, "too_large", "The submission is larger than this server accepts.")
+
+
+def _sealed_body():
+    """(key_id, sealed bytes) from the JSON body, or an error response."""
+    body = request.get_json(silent=True, force=True)
+    if not isinstance(body, dict) or not isinstance(body.get("key_id"), str) \
+            or not isinstance(body.get("sealed"), str):
+        return None, _error(400, "malformed", 'The body must be JSON {"key_id": str, "sealed": base64}.')
+    try:
+        sealed = unb64(body["sealed"])
+    except ValueError:
+        return None, _error(400, "malformed", "sealed is not standard padded base64.")
+    if len(sealed) <= SEAL_OVERHEAD:
+        return None, _error(400, "malformed", "sealed is too short to be a sealed box.")
+    if len(sealed) > current_instance().settings.max_submission_bytes:
+        return None, _error(413, "too_large", "The submission is larger than this server accepts.")
+    with current_instance().session() as s:
+        known = s.execute(select(OrgKey.key_id).where(OrgKey.key_id == body["key_id"][:32])).first()
+    if known is None or len(body["key_id"]) > 32:
+        return None, _error(409, "unknown_key", "This key is not ours (any more): fetch /api/v1/key again.")
+    return (body["key_id"], sealed), None
+
+
+def _enqueue(name: str, *ids, queue_name: str = "default") -> bool:
+    settings = current_instance().settings
+    try:
+        conn = redis.Redis.from_url(redis_url(settings), socket_connect_timeout=1, socket_timeout=5)
+        queue(settings, queue_name, conn).enqueue(name, *ids, result_ttl=0, failure_ttl=7 * 86400)
+        return True
+    except (redis.exceptions.RedisError, OSError):
+        log.warning("queue not reachable: the submission waits in the database for take-in")
+        return False
+
+
+def _authenticated(number: str):
+    """(case_id, None) or (None, 401/429 response). The same path for every number."""
+    inst = current_instance()
+    key_name = cases.number_key(inst.pepper, number)
+    gate = throttle()
+    wait = gate.begin(key_name)
+    if wait > 0:
+        return None, _error(429, "slow_down", "Too many tries. Please wait a little and try again.",
+                            Retry_After=retry_after(wait))
+    case_id = None
+    try:
+        case_id = cases.authenticate(inst, number, request.headers.get(PASSPHRASE_HEADER, ""))
+    finally:
+        gate.end(key_name, ok=case_id is not None)
+    if case_id is None:
+        return None, (jsonify(_UNAUTHORISED), 401)
+    return case_id, None
+
+
+@bp.post("/cases")
+def create_case():
+    parsed, error = _sealed_body()
+    if error:
+        return error
+    key_id, sealed = parsed
+    wait = creations().take()
+    if wait > 0:
+        return _error(429, "slow_down", "Many cases are being registered right now. Please try again shortly.",
+                      Retry_After=retry_after(wait))
+    number, passphrase, _case_id, submission_id = cases.create_case(current_instance(), key_id, sealed)
+    _enqueue(TAKE_IN, submission_id)
+    return jsonify(case_number=number, passphrase=passphrase), 201
+
+
+@bp.post("/cases/<number>/signals")
+def add_signals(number):
+    case_id, error = _authenticated(number)
+    if error:
+        return error
+    parsed, error = _sealed_body()
+    if error:
+        return error
+    key_id, sealed = parsed
+    submission_id = cases.add_submission(current_instance(), case_id, key_id, sealed)
+    _enqueue(TAKE_IN, submission_id)
+    return jsonify(received=True), 202
+
+
+@bp.get("/cases/<number>/status")
+def case_status(number):
+    case_id, error = _authenticated(number)
+    if error:
+        return error
+    found = cases.status(current_instance(), case_id)
+    if found is None:
+        return jsonify(_UNAUTHORISED), 401
+    return jsonify(found)
+
+
+@bp.delete("/cases/<number>/items/<item>")
+def delete_item(number, item):
+    case_id, error = _authenticated(number)
+    if error:
+        return error
+    if not cases.delete_item(current_instance(), case_id, item[:20]):
+        return _error(404, "no_such_item", "This case has no such item (or it is still being processed).")
+    return "", 204
+
+
+@bp.delete("/cases/<number>")
+def withdraw(number):
+    case_id, error = _authenticated(number)
+    if error:
+        return error
+    cases.withdraw(current_instance(), case_id)
+    _enqueue(CASE_WITHDRAWN, case_id, queue_name="match")
+    return "", 204
