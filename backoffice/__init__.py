@@ -38,9 +38,9 @@ def create_app(instance: Instance | None = None) -> "Flask":
             else:
                 g.staff = staff
 
-    from . import auth, main
-    app.register_blueprint(auth.bp)
-    app.register_blueprint(main.bp)
+    from . import auth, domains, main, stats, takedown
+    for blueprint in (auth.bp, main.bp, takedown.bp, domains.bp, stats.bp):
+        app.register_blueprint(blueprint)
     logging.getLogger("kesu.backoffice").debug("back office ready")
     return app
 

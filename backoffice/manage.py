@@ -169,17 +169,16 @@ def hash_files(files):
         click.echo(json.dumps(file_signals(path), ensure_ascii=False))
 
 
-def _register_optional():
-    """Commands that live beside their workers."""
-    try:
-        from .crawl_cli import crawl_command, evidence_group
-    except ImportError:  # pragma: no cover - during development only
-        return
+def _register_commands():
+    """Commands that live beside the parts they drive."""
+    from .crawl_cli import crawl_command, evidence_group
+    from .domains_cli import domains_group
     cli.add_command(crawl_command, "crawl")
     cli.add_command(evidence_group, "evidence")
+    cli.add_command(domains_group, "domains")
 
 
-_register_optional()
+_register_commands()
 
 
 def main():

@@ -159,13 +159,15 @@ def withdraw(instance, case_id: int) -> None:
     from . import audit
     from .models import Match
     blobs = _captures_only_for(instance, case_id)
+    from .tally import tally
     with instance.session() as s:
+        tally(s, case_id)      # the yearly statistics keep their counts, nothing else
         for model in (Signal, Item, Submission, Match, Takedown):
             s.execute(delete(model).where(model.case_id == case_id))
         case = s.get(Case, case_id)
         if case is not None:
             s.delete(case)
-        audit.record(s, "victim", "case.withdraw", str(case_id))
+        audit.record(s, "victim", "case.withdraw", f"case:{case_id}")
     instance.keystore.destroy(case_id)
     for name in blobs:
         try:
@@ -191,10 +193,8 @@ def _captures_only_for(instance, case_id: int) -> list[str]:
         shared = set(s.execute(select(Media.capture_id).join(Match, Match.media_id == Media.id)
                                .where(Match.case_id != case_id, Media.capture_id.in_(mine))).scalars())
         for capture in s.execute(select(Capture).where(Capture.id.in_(mine - shared))).scalars():
-            for entry in (capture.evidence or {}).values():
-                name = entry.get("blob") if isinstance(entry, dict) else entry
-                if isinstance(name, str):
-                    names.append(name)
+            for artifact in (capture.evidence or {}).get("artifacts", {}).values():
+                names.append(artifact["blob"])
             for media in capture.media:
                 if media.blob:
                     names.append(media.blob)

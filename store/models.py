@@ -173,6 +173,8 @@ class Match(Base):
     confidence: Mapped[float] = mapped_column(Float, default=0.0)
     state: Mapped[str] = mapped_column(String(10), default="new")         # new|confirmed|rejected|unsure
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # What the matcher saw (item id, PDQ variants, vPDQ shares, agreeing faces): never a signal.
+    evidence: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class Review(Base):
@@ -196,6 +198,9 @@ class Domain(Base):
     contact_form: Mapped[str] = mapped_column(Text, default="")
     hosting: Mapped[str] = mapped_column(String(200), default="")
     notes: Mapped[str] = mapped_column(Text, default="")
+    contacts: Mapped[dict | None] = mapped_column(JSON)                   # abuse contacts found (RDAP, security.txt)
+    prediction: Mapped[dict | None] = mapped_column(JSON)                 # workers.predict: compliance estimate
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class Takedown(Base):
@@ -210,6 +215,12 @@ class Takedown(Base):
     route: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    media: Mapped[list | None] = mapped_column(JSON)                      # [{"url", "key"}]: key = HMAC(pepper, sha256)
+    requested_at: Mapped[datetime | None] = mapped_column(DateTime)       # first notice sent (clock of the survival estimate)
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime)        # when the current route is overdue
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime)        # found removed
+    checked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    proposal: Mapped[str | None] = mapped_column(String(20))              # next route proposed once overdue
 
 
 class Notice(Base):
@@ -222,6 +233,32 @@ class Notice(Base):
     message_id: Mapped[str | None] = mapped_column(String(200), unique=True)
     archived: Mapped[bytes | None] = mapped_column(LargeBinary)           # encrypted copy of what was sent
     sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    state: Mapped[str] = mapped_column(String(10), default="ready")      # ready|sending|sent|form_ready|form|uncertain|failed
+    channel: Mapped[str] = mapped_column(String(10), default="email")     # email|form|victim
+    created_at: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class TakedownTally(Base):
+    """Counts that outlive a withdrawn case: its takedowns by year, category, domain and status."""
+    __tablename__ = "takedown_tallies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, index=True)
+    category: Mapped[str] = mapped_column(String(20), default="")
+    domain: Mapped[str] = mapped_column(String(253), default="")
+    status: Mapped[str] = mapped_column(String(20))
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class TakedownEvent(Base):
+    """What happened to one takedown: route chosen, notice sent, check outcome, proposal. No content."""
+    __tablename__ = "takedown_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    takedown_id: Mapped[int] = mapped_column(ForeignKey("takedowns.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(20))                         # route|notice|sent|check|status|proposal|reupload
+    actor: Mapped[str] = mapped_column(String(100), default="")
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
 class Schedule(Base):

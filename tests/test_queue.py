@@ -18,8 +18,8 @@ def test_due_schedule_runs_once_through_a_worker(instance, redis_url):
     schedule.ensure_recurring(instance)
     schedule.ensure_recurring(instance)                         # idempotent
     with instance.session() as s:
-        assert s.execute(select(func.count()).select_from(Schedule)).scalar() == 1
-        s.execute(select(Schedule)).scalar_one().due_at = now - timedelta(seconds=1)
+        assert s.execute(select(func.count()).select_from(Schedule)).scalar() == len(schedule.RECURRING)
+        s.execute(select(Schedule).where(Schedule.kind == "purge_sessions")).scalar_one().due_at = now - timedelta(seconds=1)
 
     assert schedule.run_due(instance) == 1
     assert schedule.run_due(instance) == 0                      # not due again until its interval passed
@@ -34,7 +34,7 @@ def test_due_schedule_runs_once_through_a_worker(instance, redis_url):
     assert ran.returncode == 0, ran.stderr
     with instance.session() as s:
         assert [r.id for r in s.execute(select(StaffSession)).scalars()] == ["b" * 64]
-        row = s.execute(select(Schedule)).scalar_one()
+        row = s.execute(select(Schedule).where(Schedule.kind == "purge_sessions")).scalar_one()
         assert row.due_at > utcnow() + timedelta(minutes=50)
 
 

@@ -35,10 +35,14 @@ def ensure_recurring(instance) -> None:
         have = set(s.execute(select(Schedule.kind).where(Schedule.kind.in_(RECURRING))).scalars())
         for kind, every in RECURRING.items():
             if kind not in have:
-                s.add(Schedule(kind=kind, ref="", interval_s=every))
+                s.add(Schedule(kind=kind, ref="", interval_s=every, due_at=utcnow() + timedelta(seconds=every)))
 
 
 register("purge_sessions", "default", "workers.housekeeping:purge_sessions", every_s=3600)
+register("recheck", "default", "workers.recheck:recheck")
+register("reupload", "default", "workers.recheck:watch")
+register("notice_sweep", "default", "workers.notify:sweep", every_s=120)
+register("predict_all", "default", "workers.predict:update_all", every_s=86400)
 
 
 def run_due(instance, now=None) -> int:

@@ -1,0 +1,189 @@
+"""Takedown items: the route to take, the notice to preview and send (or copy into a form),
+marking a form request as sent, and the item's history. Staff see the URL and the category,
+never the victim's details."""
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from sqlalchemy import func, select
+
+from store import audit
+from store.models import Case, Domain, Notice, Schedule, Takedown, TakedownEvent, utcnow
+from workers import notify, predict
+
+from . import current_instance, login_required
+
+bp = Blueprint("takedown", __name__, url_prefix="/takedowns")
+STATUSES = ("ongoing", "requested", "still_up", "partly_removed", "removed", "on_hold")
+PAGE = 50
+
+
+def route_labels() -> dict:
+    return {"site": _("Site administrator"), "host": _("Hosting provider"), "registrar": _("Registrar"),
+            "search_engine": _("Search engine delisting"), "hotline": _("Hotline"), "lawyer": _("Lawyer")}
+
+
+def status_labels() -> dict:
+    return {"ongoing": _("Ongoing"), "requested": _("Requested"), "still_up": _("Still up"),
+            "partly_removed": _("Partly removed"), "removed": _("Removed"), "on_hold": _("On hold")}
+
+
+def prediction_text(prediction: dict | None) -> str:
+    if not prediction or prediction.get("p_within") is None:
+        if prediction and prediction.get("p_remove") is not None:
+            return _("Likely to remove: %(percent)d %% (no timing data yet)",
+                     percent=round(100 * prediction["p_remove"]))
+        return _("No prediction yet")
+    return _("Likely to remove: %(percent)d %% within %(days)d days",
+             percent=round(100 * prediction["p_within"]), days=prediction["within_days"])
+
+
+@bp.route("/")
+@login_required()
+def index():
+    status = request.args.get("status", "")
+    page = max(1, request.args.get("page", 1, type=int))
+    with current_instance().session() as s:
+        stmt = select(Takedown, Domain.domain).join(Domain, Domain.id == Takedown.domain_id, isouter=True)
+        if status in STATUSES:
+            stmt = stmt.where(Takedown.status == status)
+        total = s.execute(select(func.count()).select_from(stmt.subquery())).scalar()
+        rows = s.execute(stmt.order_by(Takedown.updated_at.desc(), Takedown.id.desc())
+                         .offset((page - 1) * PAGE).limit(PAGE)).all()
+    return render_template("backoffice/takedowns.html", rows=rows, status=status, statuses=STATUSES,
+                           status_labels=status_labels(), route_labels=route_labels(), total=total, page=page,
+                           per_page=PAGE)
+
+
+@bp.route("/<int:takedown_id>")
+@login_required()
+def item(takedown_id):
+    instance = current_instance()
+    with instance.session() as s:
+        td = s.get(Takedown, takedown_id)
+        if td is None:
+            abort(404)
+        case = s.get(Case, td.case_id)
+        domain = s.get(Domain, td.domain_id) if td.domain_id else None
+        category = case.category if case else None
+        steps = predict.recommend_routes(domain, category, domain.prediction if domain else None)
+        chosen = request.args.get("route") or td.proposal or td.route or predict.first_route(steps)
+        if chosen not in [st["route"] for st in steps]:
+            chosen = predict.first_route(steps)
+        lang = request.args.get("lang") or (case.language if case and case.language in notify.LANGUAGES else "ja")
+        preview, refused = None, None
+        try:
+            preview = notify.render(instance, s, td, chosen, lang)
+        except notify.RouteRefused as exc:
+            refused = str(exc)
+        notices = s.execute(select(Notice).where(Notice.takedown_id == td.id, Notice.channel != "victim")
+                            .order_by(Notice.id.desc())).scalars().all()
+        events = s.execute(select(TakedownEvent).where(TakedownEvent.takedown_id == td.id)
+                           .order_by(TakedownEvent.id.desc())).scalars().all()
+        next_check = s.execute(select(Schedule.due_at).where(Schedule.ref == str(td.id),
+                                                             Schedule.kind.in_(("recheck", "reupload")))).scalar()
+        audit.record(s, f"staff:{g.staff.id}", "takedown_open", f"takedown:{td.id}")
+    return render_template("backoffice/takedown_item.html", td=td, domain=domain, category=category, steps=steps,
+                           chosen=chosen, lang=lang, preview=preview, refused=refused, notices=notices,
+                           events=events, next_check=next_check, route_labels=route_labels(),
+                           status_labels=status_labels(), prediction=prediction_text(domain.prediction if domain else None))
+
+
+@bp.route("/<int:takedown_id>/send", methods=["POST"])
+@login_required("staff")
+def send(takedown_id):
+    instance = current_instance()
+    route = request.form.get("route", "")
+    lang = request.form.get("lang", "ja")
+    address = request.form.get("address", "").strip() or None
+    again = request.form.get("again") == "1"
+    try:
+        notice_id = notify.prepare(instance, takedown_id, route, lang if lang in notify.LANGUAGES else "ja",
+                                   actor=f"staff:{g.staff.id}", address=address, again=again)
+    except KeyError:
+        abort(404)
+    except (notify.RouteRefused, ValueError) as exc:
+        flash(_("Not sent: %(reason)s", reason=str(exc)), "error")
+        return redirect(url_for("takedown.item", takedown_id=takedown_id, route=route, lang=lang))
+    with instance.session() as s:
+        notice = s.get(Notice, notice_id)
+        audit.record(s, f"staff:{g.staff.id}", "notice_prepare", f"takedown:{takedown_id}", notice=notice_id,
+                     route=route)
+        state, channel = notice.state, notice.channel
+    if channel == "email" and state == "ready":
+        queued = notify.enqueue(instance, notice_id)
+        flash(_("The notice is being sent.") if queued else
+              _("The notice is saved and will be sent when the queue is back."), "ok")
+    elif state in notify.SENT_STATES:
+        flash(_("This notice was already sent."), "ok")
+    else:
+        flash(_("Copy the text into the contact form, then mark it as sent."), "ok")
+    return redirect(url_for("takedown.item", takedown_id=takedown_id, route=route, lang=lang) + "#notices")
+
+
+@bp.route("/<int:takedown_id>/notices/<int:notice_id>/sent", methods=["POST"])
+@login_required("staff")
+def mark_sent(takedown_id, notice_id):
+    instance = current_instance()
+    with instance.session() as s:
+        notice = s.get(Notice, notice_id)
+        if notice is None or notice.takedown_id != takedown_id:
+            abort(404)
+    try:
+        notify.mark_sent(instance, notice_id, actor=f"staff:{g.staff.id}")
+    except ValueError as exc:
+        flash(str(exc), "error")
+    else:
+        with instance.session() as s:
+            audit.record(s, f"staff:{g.staff.id}", "notice_mark_sent", f"takedown:{takedown_id}", notice=notice_id)
+        flash(_("Marked as sent. The URL will be checked again."), "ok")
+    return redirect(url_for("takedown.item", takedown_id=takedown_id) + "#history")
+
+
+@bp.route("/<int:takedown_id>/notices/<int:notice_id>")
+@login_required()
+def notice_text(takedown_id, notice_id):
+    """The archived copy of a notice as it was made (decrypted in memory for staff)."""
+    instance = current_instance()
+    with instance.session() as s:
+        notice = s.get(Notice, notice_id)
+        if notice is None or notice.takedown_id != takedown_id or notice.channel == "victim" or not notice.archived:
+            abort(404)
+        raw = notify.open_archive(instance, notice)
+        audit.record(s, f"staff:{g.staff.id}", "notice_open", f"takedown:{takedown_id}", notice=notice_id)
+    import email
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    return render_template("backoffice/takedown_notice.html", notice=notice, subject=msg["Subject"],
+                           body=msg.get_content(), takedown_id=takedown_id)
+
+
+@bp.route("/<int:takedown_id>/check", methods=["POST"])
+@login_required("staff")
+def check_now(takedown_id):
+    """Ask for a re-check at the scheduler's next pass."""
+    with current_instance().session() as s:
+        td = s.get(Takedown, takedown_id)
+        if td is None:
+            abort(404)
+        kind = "reupload" if td.status == "removed" else "recheck"
+        notify.schedule_recheck(s, td.id, utcnow()) if kind == "recheck" else None
+        row = s.execute(select(Schedule).where(Schedule.kind == kind, Schedule.ref == str(td.id))).scalars().first()
+        if row is not None:
+            row.due_at = utcnow()
+    flash(_("The URL will be checked within a minute."), "ok")
+    return redirect(url_for("takedown.item", takedown_id=takedown_id))
+
+
+@bp.route("/<int:takedown_id>/status", methods=["POST"])
+@login_required("staff")
+def set_status(takedown_id):
+    """Staff put an item on hold (or back to ongoing)."""
+    status = request.form.get("status")
+    if status not in ("on_hold", "ongoing"):
+        abort(400)
+    with current_instance().session() as s:
+        td = s.get(Takedown, takedown_id)
+        if td is None:
+            abort(404)
+        before, td.status, td.updated_at = td.status, status, utcnow()
+        notify.event(s, td.id, "status", f"staff:{g.staff.id}", before=before, status=status)
+        audit.record(s, f"staff:{g.staff.id}", "takedown_status", f"takedown:{td.id}", status=status)
+    return redirect(url_for("takedown.item", takedown_id=takedown_id))

@@ -1,0 +1,115 @@
+"""Notices: every category x recipient x language renders; the law each one cites; what never goes in."""
+import pytest
+from sqlalchemy import select
+
+from store.models import Notice, Takedown
+from takedown_helpers import make_case, make_domain, make_takedown
+from workers import notify
+
+CATS = ("adult_ncii", "coerced_av", "voyeur", "deepfake", "dmca")
+
+
+@pytest.fixture
+def inst(tmp_path):
+    from conftest import make_instance
+    return make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'kesu.db'}", org_name="NPO Example",
+                         org_email="help@example.org", org_phone="03-0000-0000")
+
+
+def _render(inst, takedown_id, route, lang):
+    with inst.session() as s:
+        return notify.render(inst, s, s.get(Takedown, takedown_id), route, lang)
+
+
+def test_every_category_recipient_and_language_renders(inst):
+    dom = make_domain(inst, contacts={"host": {"email": "abuse@hosting.example", "name": "Example Hosting"},
+                                      "registrar": {"email": "abuse@registrar.example", "name": "Example Registrar"}})
+    for cat in CATS:
+        case = make_case(inst, category=cat, contact="victim.secret@example.net")
+        td = make_takedown(inst, case, dom, f"https://example.com/{cat}/1")
+        for lang in ("ja", "en"):
+            for route in notify.RECIPIENTS:
+                r = _render(inst, td, route, lang)
+                assert r.template == f"notices/{lang}/{cat}/{route}.txt"
+                assert f"https://example.com/{cat}/1" in r.body
+                assert f"KESU-{td}" in r.subject and f"KESU-{td}" in r.body
+                assert "help@example.org" in r.body and "NPO Example" in r.body
+                # never the victim: her contact, her case number or her case id as such
+                assert "victim.secret" not in r.body and "victim.secret" not in r.subject
+                assert "{{" not in r.body and "{%" not in r.body
+                two_day = cat in ("adult_ncii", "coerced_av", "voyeur")
+                if lang == "ja":
+                    assert ("2日" in r.body) == two_day, (cat, route)
+                else:
+                    assert ("two days" in r.body) == two_day, (cat, route)
+    # routes resolve to the right channel
+    assert _render(inst, td, "host", "en").address == "abuse@hosting.example"
+    assert _render(inst, td, "registrar", "en").address == "abuse@registrar.example"
+    assert _render(inst, td, "search_engine", "en").channel == "form"
+    assert _render(inst, td, "site", "en").address == "abuse@example.com"
+
+
+def test_the_law_each_category_cites(inst):
+    dom = make_domain(inst)
+    bodies = {}
+    for cat in CATS:
+        td = make_takedown(inst, make_case(inst, category=cat), dom, f"https://example.com/{cat}")
+        bodies[cat] = {lang: _render(inst, td, "site", lang) for lang in ("ja", "en")}
+    assert "私事性的画像記録の提供等による被害の防止に関する法律" in bodies["adult_ncii"]["ja"].body
+    assert "第4条" in bodies["adult_ncii"]["ja"].body and "送信防止措置" in bodies["adult_ncii"]["ja"].body
+    assert "Article 4" in bodies["adult_ncii"]["en"].body
+    assert "第16条" in bodies["coerced_av"]["ja"].body and "Article 16" in bodies["coerced_av"]["en"].body
+    # the 送信防止措置依頼書 items
+    for heading in ("掲載されている場所", "掲載されている情報", "侵害されたとする権利", "権利が侵害されたとする理由"):
+        assert heading in bodies["deepfake"]["ja"].body
+    assert "7日" in bodies["deepfake"]["ja"].body and "seven days" in bodies["deepfake"]["en"].body
+    dmca = bodies["dmca"]["en"]
+    assert "512(c)(3)" in dmca.subject
+    for element in ("good faith belief", "under penalty of perjury", "Signature:", "Copyrighted work",
+                    "Contact information"):
+        assert element in dmca.body
+    assert "512(c)(3)" in bodies["dmca"]["ja"].body
+
+
+def test_minor_goes_to_a_hotline_only(inst):
+    dom = make_domain(inst)
+    td = make_takedown(inst, make_case(inst, category="minor"), dom, "https://example.com/m")
+    for route in ("site", "host", "registrar", "search_engine"):
+        with pytest.raises(notify.RouteRefused):
+            _render(inst, td, route, "ja")
+        with pytest.raises(notify.RouteRefused):
+            notify.prepare(inst, td, route, "en")
+    ja = _render(inst, td, "hotline", "ja")
+    assert "インターネット・ホットラインセンター" in ja.body and "児童ポルノ" in ja.body
+    assert [n for n, _ in ja.forms][0].startswith("インターネット・ホットラインセンター")
+    en = _render(inst, td, "hotline", "en")
+    assert "INHOPE" in en.body
+    # and the route list agrees
+    from workers import predict
+    steps = predict.recommend_routes(None, "minor")
+    assert [s["route"] for s in steps] == ["hotline"]
+    with inst.session() as s:
+        assert s.execute(select(Notice)).first() is None
+
+
+def test_archived_copy_is_exactly_the_message_and_sealed(inst):
+    dom = make_domain(inst)
+    td = make_takedown(inst, make_case(inst), dom, "https://example.com/a")
+    nid = notify.prepare(inst, td, "site", "ja", actor="staff:1")
+    assert notify.prepare(inst, td, "site", "ja", actor="staff:1") == nid          # a second click: same notice
+    with inst.session() as s:
+        notice = s.get(Notice, nid)
+        assert notice.state == "ready" and notice.recipient == "abuse@example.com"
+        assert b"example.com/a" not in notice.archived                             # encrypted
+        raw = notify.open_archive(inst, notice)
+    import email
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg["Message-ID"] == notice.message_id
+    assert "https://example.com/a" in msg.get_content()
+    # a different org key cannot open it
+    from crypto import CryptoError
+    other = notify.archive(__import__("nacl.public", fromlist=["PrivateKey"]).PrivateKey.generate().public_key.encode(),
+                           nid, raw)
+    notice.archived = other
+    with pytest.raises(CryptoError):
+        notify.open_archive(inst, notice)
