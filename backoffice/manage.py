@@ -173,6 +173,8 @@ def _register_commands():
     """Commands that live beside the parts they drive."""
     from .crawl_cli import crawl_command, evidence_group
     from .domains_cli import domains_group
+    from .ops_cli import register
+    register(cli)
     cli.add_command(crawl_command, "crawl")
     cli.add_command(evidence_group, "evidence")
     cli.add_command(domains_group, "domains")

@@ -1,0 +1,144 @@
+"""`kesu status` and the admin health page on real Redis with real RQ workers and failed jobs."""
+import json
+import re
+from datetime import timedelta
+
+import pyotp
+import pytest
+from click.testing import CliRunner
+from rq import Queue, SimpleWorker, Worker
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+from sqlalchemy import select
+
+from backoffice import accounts
+from store.models import AuditEntry, Schedule, utcnow
+from workers import health
+from workers.queue import connection
+
+PASSWORD = "a long enough password"
+
+
+def kesu(*args, env):
+    from backoffice.manage import cli
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+@pytest.fixture
+def instance(tmp_path):
+    """SQLite only here: the queue side does not depend on the database engine."""
+    from conftest import make_instance
+    return make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'instance' / 'kesu.db'}")
+
+
+@pytest.fixture
+def live(instance, redis_url):
+    instance.settings.redis_url = redis_url
+    return instance
+
+
+def env_for(instance):
+    return {"KESU_INSTANCE": str(instance.settings.instance), "KESU_DATABASE_URL": instance.settings.database_url,
+            "KESU_REDIS_URL": instance.settings.redis_url}
+
+
+def fail_a_job(instance) -> str:
+    """A real job that fails in a real (non-forking) RQ worker: math.sqrt(-1)."""
+    conn = connection(instance.settings)
+    job = Queue("default", connection=conn).enqueue("math.sqrt", -1, failure_ttl=600)
+    SimpleWorker(["default"], connection=conn).work(burst=True)
+    assert job.id in FailedJobRegistry("default", connection=conn).get_job_ids()
+    return job.id
+
+
+def actions(instance):
+    with instance.session() as s:
+        return [(e.action, e.target) for e in s.execute(select(AuditEntry).order_by(AuditEntry.id)).scalars()]
+
+
+def test_status_reports_workers_queues_failed_jobs_and_disk(live):
+    conn = connection(live.settings)
+    job_id = fail_a_job(live)
+    Queue("crawl", connection=conn).enqueue("math.sqrt", 4)          # waiting, and nobody serves crawl
+    worker = Worker(["default", "match"], connection=conn, name="w-health-test")
+    worker.register_birth()
+    try:
+        status = health.collect(live)
+    finally:
+        worker.register_death()
+    q = status["queue"]
+    assert q["reachable"]
+    assert [w["name"] for w in q["workers"]] == ["w-health-test"]
+    queues = {x["name"]: x for x in q["queues"]}
+    assert queues["default"]["failed"] == 1 and queues["default"]["workers"] == 1
+    assert queues["crawl"]["waiting"] == 1 and queues["crawl"]["workers"] == 0
+    [failed] = q["failed"]
+    assert failed["id"] == job_id and failed["function"] == "math.sqrt" and "ValueError" in failed["error"]
+    # Listed once, it no longer expires (it was enqueued to be dropped after 10 minutes).
+    assert conn.ttl(f"rq:job:{job_id}") == -1
+    assert conn.zscore(FailedJobRegistry("default", connection=conn).key, job_id) == float("inf")
+    assert "1 failed job(s)" in status["problems"]
+    assert any("crawl" in p and "no worker" in p for p in status["problems"])
+    assert status["keys"]["active"] == live.active_key().key_id
+    parts = status["disk"]["parts"]
+    assert parts["secrets"] > 0 and status["disk"]["bytes"] >= sum(parts.values())
+    if status["database"] == "sqlite":
+        assert (parts.get("kesu.db") or parts.get("database")) > 0
+    assert status["disk"]["free"] > 0
+    json.dumps(status)                                                 # machine-readable as is
+
+
+def test_kesu_status_prints_text_and_json(live):
+    job_id = fail_a_job(live)
+    env = env_for(live)
+    text = kesu("status", env=env)
+    assert text.exit_code == 0, text.output
+    assert f"FAILED  {job_id}" in text.output and "math.sqrt" in text.output
+    as_json = kesu("status", "--json", env=env)
+    assert json.loads(as_json.output)["queue"]["failed"][0]["id"] == job_id
+    assert kesu("status", "--check", env=env).exit_code == 2
+
+
+def test_status_survives_an_unreachable_queue_and_sees_a_stopped_scheduler(instance):
+    instance.settings.redis_url = "redis://127.0.0.1:1/0"
+    with instance.session() as s:
+        s.add(Schedule(kind="purge_sessions", ref="", due_at=utcnow() - timedelta(hours=2), interval_s=3600))
+    status = health.collect(instance)
+    assert status["queue"]["reachable"] is False and status["queue"]["error"]
+    assert "queue (Redis) unreachable" in status["problems"]
+    assert any("scheduler" in p for p in status["problems"])
+    assert "UNREACHABLE" in health.render_text(status)
+
+
+def test_failed_jobs_are_retried_or_discarded_from_the_admin_page(live):
+    from backoffice import admin, create_app
+    app = create_app(live)
+    secret = accounts.add(live, "boss@example.org", PASSWORD, "admin")
+    client = app.test_client()
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', client.get("/login").get_data(True)).group(1)
+    assert client.post("/login", data={"email": "boss@example.org", "password": PASSWORD, "csrf_token": token,
+                                       "code": pyotp.TOTP(secret).now()}).status_code == 302
+    conn = connection(live.settings)
+    job_id = fail_a_job(live)
+
+    page = client.get("/admin/health?lang=en").get_data(True)
+    assert job_id in page and "math.sqrt" in page and "ValueError" in page
+    assert f'<code id="intake-key">{live.active_key().key_id}</code>' in page
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+    assert client.post("/admin/jobs/retry", data={"job_id": job_id}).status_code == 400   # CSRF
+    r = client.post("/admin/jobs/retry", data={"job_id": job_id, "csrf_token": token})
+    assert r.status_code == 302
+    assert job_id not in FailedJobRegistry("default", connection=conn).get_job_ids()
+    assert Queue("default", connection=conn).job_ids == [job_id]
+    assert ("job.retry", f"job:{job_id}") in actions(live)
+
+    SimpleWorker(["default"], connection=conn).work(burst=True)     # it fails again: still listed
+    assert job_id in client.get("/admin/health").get_data(True)
+    r = client.post("/admin/jobs/discard", data={"job_id": job_id, "csrf_token": token})
+    assert r.status_code == 302
+    assert FailedJobRegistry("default", connection=conn).count == 0 and not Job.exists(job_id, connection=conn)
+    assert ("job.discard", f"job:{job_id}") in actions(live)
+    r = client.post("/admin/jobs/discard?lang=en", data={"job_id": job_id, "csrf_token": token},
+                    follow_redirects=True)
+    assert "no longer among the failed jobs" in r.get_data(True)
+    assert client.get("/admin/health.json").get_json()["queue"]["failed"] == []
