@@ -111,7 +111,7 @@ def test_status_survives_an_unreachable_queue_and_sees_a_stopped_scheduler(insta
 
 
 def test_failed_jobs_are_retried_or_discarded_from_the_admin_page(live):
-    from backoffice import admin, create_app
+    from backoffice import create_app
     app = create_app(live)
     secret = accounts.add(live, "boss@example.org", PASSWORD, "admin")
     client = app.test_client()
