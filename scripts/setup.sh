@@ -27,7 +27,7 @@ fi
 # 2. Python virtual environment with the pinned dependencies.
 py_stamp="$stamps/python-$(digest pyproject.toml constraints.txt scripts/setup.sh)"
 if [ ! -f "$py_stamp" ] || [ ! -x .venv/bin/kesu ]; then
-  say "creating .venv with the pinned Python dependencies (first time: a few minutes)"
+  say "installing the pinned Python dependencies into .venv (the first time takes a few minutes)"
   python3 -m venv .venv
   log="$stamps/pip.log"
   {

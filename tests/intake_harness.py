@@ -1,7 +1,6 @@
 """Shared by the intake browser and privacy tests: a real intake server (waitress, in a
 thread on 127.0.0.1:0) over an instance in a temporary folder, a recorder of every request
-body the server received, test media, axe-core, screenshots, and the Japanese catalogue
-compiled from translations/intake.ja.po when the project's catalogue lacks it.
+body the server received, test media, axe-core and screenshots.
 """
 import io
 import logging
@@ -41,20 +40,6 @@ class Recorder:
         return self.app(environ, start_response)
 
 
-def compile_japanese(target: Path) -> Path:
-    """translations/intake.ja.po compiled into target/ja/LC_MESSAGES/messages.mo."""
-    from babel.messages.mofile import write_mo
-    from babel.messages.pofile import read_po
-    po = ROOT / "translations" / "intake.ja.po"
-    out = target / "ja" / "LC_MESSAGES"
-    out.mkdir(parents=True, exist_ok=True)
-    with open(po, "rb") as fh:
-        catalog = read_po(fh, locale="ja")
-    with open(out / "messages.mo", "wb") as fh:
-        write_mo(fh, catalog)
-    return target
-
-
 class Portal:
     def __init__(self, folder: Path, **settings):
         self.settings = load(folder / "instance", redis_url=REDIS_URL, org_phone="03-0000-0000",
@@ -63,7 +48,6 @@ class Portal:
         self.staff.init("test passphrase")
         from intake import create_app
         self.app = create_app(Instance(self.settings))  # the intake side: never unlocked
-        self.app.extensions["babel"].translation_directories.append(str(compile_japanese(folder / "translations")))
         self.recorder = Recorder(self.app)
         self.log_file = self.settings.log_dir / "test.log"
         self._handler = logging.FileHandler(self.log_file, encoding="utf-8")

@@ -369,20 +369,6 @@ def test_form_routes_are_marked_sent_and_smtp_failures_are_safe(tmp_path, smtp):
     assert len(smtp.messages) == 1 and smtp.messages[0][1] == ["abuse@hosting.example"]
 
 
-def _with_takedown_translations(app, tmp_path):
-    """translations/takedown.ja.po, compiled beside the main catalogue (until the lead merges it in)."""
-    from babel.messages.mofile import write_mo
-    from babel.messages.pofile import read_po
-    from pathlib import Path
-    folder = tmp_path / "tr" / "ja" / "LC_MESSAGES"
-    folder.mkdir(parents=True)
-    with open(Path(__file__).resolve().parents[1] / "translations" / "takedown.ja.po", "rb") as f:
-        catalog = read_po(f)
-    with open(folder / "messages.mo", "wb") as f:
-        write_mo(f, catalog)
-    app.extensions["babel"].translation_directories.append(str(tmp_path / "tr"))
-
-
 @pytest.mark.browser
 def test_stats_page_draws_its_charts_in_chromium(tmp_path, chromium):
     """Chart.js and stats.js run under the back office's CSP (no inline script) and draw the numbers."""
@@ -397,7 +383,6 @@ def test_stats_page_draws_its_charts_in_chromium(tmp_path, chromium):
         make_takedown(inst, case, dom, f"https://tube.example/{i}", status=status)
     secret = accounts.add(inst, "staff@example.org", "correct horse battery staple", "staff")
     app = create_app(inst)
-    _with_takedown_translations(app, tmp_path)
     url, stop = serve_app(app)
     try:
         chromium.delete_all_cookies()
@@ -472,7 +457,6 @@ def test_a_connection_lost_during_data_is_never_resent(tmp_path):
 def test_pages_render_for_every_route_and_language(tmp_path):
     inst = make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'kesu.db'}", **ORG)
     client = staff_client(inst)
-    _with_takedown_translations(client.application, tmp_path)
     dom = make_domain(inst, "tube.example")
     adult = make_takedown(inst, make_case(inst), dom, "https://tube.example/a")
     minor = make_takedown(inst, make_case(inst, category="minor"), None, "https://unknown.example/m")
