@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 
@@ -16,7 +17,10 @@ from store.instance import Instance
 ROOT = Path(__file__).resolve().parents[1]
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 SAMPLES = ROOT / "node_modules" / "@vladmandic" / "face-api" / "demo"
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# The README's screenshots are refreshed only when asked (KESU_UPDATE_SCREENSHOTS=1 make test);
+# otherwise they go to a temporary folder, so a test run never changes tracked files.
+SCREENSHOTS = (ROOT / "docs" / "screenshots" if os.environ.get("KESU_UPDATE_SCREENSHOTS")
+               else Path(tempfile.gettempdir()) / "kesu-screenshots")
 # Database 13 on the test Redis (KESU_TEST_REDIS_URL's server), so that jobs of other tests
 # running at the same time never mix with the intake's.
 REDIS_URL = re.sub(r"/\d*$", "", os.environ.get("KESU_TEST_REDIS_URL", "redis://127.0.0.1:6379/15").split("?")[0]) + "/13"
