@@ -30,6 +30,12 @@ class Settings:
     crawl_max_seconds: int = 600
     crawl_delay: float = 1.0
     crawl_proxy: str = ""
+    crawl_page_seconds: int = 60              # per page: time, bytes, scroll steps, quiet window
+    crawl_page_bytes: int = 256 * 1024 * 1024
+    crawl_max_scrolls: int = 40
+    crawl_idle_seconds: float = 1.0
+    crawl_max_segments: int = 400             # HLS/DASH segments kept per page
+    crawl_faces: bool = True                  # look for faces in crawled media
     smtp_host: str = ""
     smtp_port: int = 25
     smtp_user: str = ""

@@ -1,0 +1,226 @@
+"""workers.evidence: WARC/WACZ of a real capture, signed manifest, and `kesu evidence verify`."""
+import hashlib
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from warcio.archiveiterator import ArchiveIterator
+
+from backoffice.crawl_cli import evidence_group
+from crypto import keys as orgkeys
+from crypto.sealing import b64
+from sites import build_site, serve_site
+from workers import capture as cap
+from workers import evidence as ev
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("site")
+    build_site(folder)
+    base, stop = serve_site(folder)
+    try:
+        r = cap.capture(f"{base}/gallery.html", limits=cap.Limits(page_seconds=30, idle_seconds=0.8),
+                        allow_private=True)
+    finally:
+        stop()
+    assert r.status == "ok"
+    return r
+
+
+@pytest.fixture(scope="module")
+def keys():
+    return orgkeys.generate()
+
+
+def _export(result, keys, tsr=None):
+    warc = ev.build_warc(result)
+    artifacts = {"capture.wacz": ev.build_wacz(warc, result), "screenshot.png": result.screenshot,
+                 "page.mhtml": result.mhtml, "page.html": result.html}
+    manifest = ev.build_manifest(result, artifacts, operator="test", case="7", job=1, keys=keys)
+    body, sig = ev.sign_manifest(manifest, keys)
+    return ev.bundle(artifacts, body, sig, tsr), artifacts, manifest
+
+
+def test_wacz_validates_and_holds_every_response(result, tmp_path):
+    warc = ev.build_warc(result)
+    wacz = ev.build_wacz(warc, result)
+    path = tmp_path / "capture.wacz"
+    path.write_bytes(wacz)
+    ok, out = ev.validate_wacz(path)
+    assert ok, out
+    # the wacz package's own command line agrees
+    run = subprocess.run([sys.executable, "-m", "wacz", "validate", "-f", str(path)], capture_output=True, text=True)
+    assert run.returncode == 0 and "valid" in run.stdout, run.stdout + run.stderr
+    assert ev.wacz_internal_problems(wacz) == []
+    # every body the browser received is in the WARC, byte for byte, with the server IP
+    payloads = {}
+    for record in ArchiveIterator(io.BytesIO(warc)):
+        if record.rec_type == "response":
+            payloads[record.rec_headers.get_header("WARC-Target-URI")] = hashlib.sha256(
+                record.content_stream().read()).hexdigest()
+            assert record.rec_headers.get_header("WARC-IP-Address") == "127.0.0.1"
+    for m in result.media:
+        if m["source"] == "browser":
+            assert payloads[m["url"]] == m["sha256"], m["url"]
+    assert payloads[result.final_url] == hashlib.sha256(result.html).hexdigest()
+
+
+def test_signed_manifest_verifies_and_any_flipped_byte_is_caught(result, keys, tmp_path):
+    data, artifacts, manifest = _export(result, keys)
+    path = tmp_path / "capture.zip"
+    path.write_bytes(data)
+    rep = ev.verify(path, keys.verify_key)
+    assert rep["ok"], rep["problems"]
+    assert rep["signed_by"]["key_id"] == keys.key_id
+    assert manifest["capture"]["server_ip"] == "127.0.0.1" and manifest["capture"]["redirects"] == []
+    assert manifest["artifacts"]["capture.wacz"]["sha256"] == hashlib.sha256(artifacts["capture.wacz"]).hexdigest()
+    assert {m["url"] for m in manifest["media"]} == {m["url"] for m in result.media}
+    assert manifest["tool"]["kesu"] and manifest["browser"].startswith("chrome")
+    # the export is byte-for-byte reproducible from its parts
+    import zipfile
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        assert ev.pack({n: z.read(n) for n in z.namelist()}) == data
+    # another key: refused
+    assert not ev.verify(path, orgkeys.generate().verify_key)["ok"]
+    # a changed byte anywhere (headers, each artifact, manifest, signature, central directory)
+    positions = set(range(0, len(data), max(1, len(data) // 60)))
+    for needle in (b'"server_ip"', b'"signature"', b"PK\x01\x02", b"WARC/1.1", b"IHDR", b"<html"):
+        at = data.find(needle)
+        if at >= 0:
+            positions.add(at + 2)
+    positions |= {len(data) - 1, len(data) - 10, len(data) // 2}
+    for pos in sorted(positions):
+        bad = bytearray(data)
+        bad[pos] ^= 0x01
+        path.write_bytes(bytes(bad))
+        assert not ev.verify(path, keys.verify_key)["ok"], f"flip at byte {pos} went unnoticed"
+
+
+def test_verify_command(result, keys, tmp_path):
+    data, _, _ = _export(result, keys)
+    path = tmp_path / "export.zip"
+    path.write_bytes(data)
+    runner = CliRunner()
+    ok = runner.invoke(evidence_group, ["verify", str(path), "--key", b64(keys.verify_key)])
+    assert ok.exit_code == 0, ok.output
+    assert "intact" in ok.output
+    rep = runner.invoke(evidence_group, ["verify", str(path), "--key", b64(keys.verify_key), "--json"])
+    assert json.loads(rep.output)["ok"] is True
+    bad = bytearray(data)
+    bad[len(bad) // 3] ^= 0xFF
+    path.write_bytes(bytes(bad))
+    res = runner.invoke(evidence_group, ["verify", str(path), "--key", b64(keys.verify_key)])
+    assert res.exit_code == 1
+
+
+def test_timestamp_request_is_well_formed_der(tmp_path):
+    """The RFC 3161 request parses with openssl (a local TSA test needs a TSA certificate)."""
+    digest = hashlib.sha256(b"manifest").digest()
+    req = tmp_path / "q.tsq"
+    req.write_bytes(ev.timestamp_request(digest, nonce=12345))
+    out = subprocess.run(["openssl", "ts", "-query", "-in", str(req), "-text"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "sha256" in out.stdout.lower() and "Certificate required: yes" in out.stdout
+    assert digest.hex()[:8] in out.stdout.replace(" ", "").replace("-", "").lower()
+
+
+@pytest.fixture
+def local_tsa(tmp_path):
+    """`openssl ts -reply` acting as an RFC 3161 TSA over HTTP on 127.0.0.1."""
+    import http.server
+    import threading
+    d = tmp_path / "tsa"
+    d.mkdir()
+
+    def sh(*args):
+        subprocess.run(args, cwd=d, check=True, capture_output=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    sh("openssl", "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=kesu test CA", "-days", "2",
+       "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    sh("openssl", "req", *ec, "-keyout", "tsa.key", "-out", "tsa.csr", "-subj", "/CN=kesu test TSA")
+    (d / "ext.cnf").write_text("extendedKeyUsage=critical,timeStamping\nkeyUsage=critical,digitalSignature\n")
+    sh("openssl", "x509", "-req", "-in", "tsa.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+       "-out", "tsa.pem", "-days", "2", "-extfile", "ext.cnf")
+    (d / "serial").write_text("01\n")
+    (d / "tsa.cnf").write_text(f"""[ tsa ]
+default_tsa = tsa1
+[ tsa1 ]
+serial = {d}/serial
+crypto_device = builtin
+signer_cert = {d}/tsa.pem
+signer_key = {d}/tsa.key
+signer_digest = sha256
+default_policy = 1.2.3.4.1
+digests = sha256
+accuracy = secs:1
+ordering = yes
+tsa_name = no
+ess_cert_id_alg = sha256
+""")
+    lock = threading.Lock()
+
+    class TSA(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            query = self.rfile.read(int(self.headers["Content-Length"]))
+            with lock:
+                (d / "q.tsq").write_bytes(query)
+                subprocess.run(["openssl", "ts", "-reply", "-config", str(d / "tsa.cnf"), "-queryfile", "q.tsq",
+                                "-out", "r.tsr"], cwd=d, check=True, capture_output=True)
+                reply = (d / "r.tsr").read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/timestamp-reply")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TSA)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/tsa", d
+    server.shutdown()
+
+
+def test_rfc3161_timestamp_from_a_local_tsa(result, keys, tmp_path, local_tsa):
+    url, tsa_dir = local_tsa
+    warc = ev.build_warc(result)
+    artifacts = {"capture.wacz": ev.build_wacz(warc, result), "page.html": result.html}
+    body, sig = ev.sign_manifest(ev.build_manifest(result, artifacts, keys=keys), keys)
+    tsr = ev.request_timestamp(url, body)
+    assert ev.timestamp_status(tsr) == 0
+    (tmp_path / "manifest.json").write_bytes(body)
+    (tmp_path / "manifest.tsr").write_bytes(tsr)
+    check = subprocess.run(["openssl", "ts", "-verify", "-data", str(tmp_path / "manifest.json"),
+                            "-in", str(tmp_path / "manifest.tsr"), "-CAfile", str(tsa_dir / "ca.pem"),
+                            "-untrusted", str(tsa_dir / "tsa.pem")], capture_output=True, text=True)
+    assert check.returncode == 0 and "OK" in check.stdout, check.stdout + check.stderr
+    path = tmp_path / "stamped.zip"
+    path.write_bytes(ev.bundle(artifacts, body, sig, tsr))
+    rep = ev.verify(path, keys.verify_key)
+    assert rep["ok"], rep["problems"]
+    assert "timestamp" in rep
+    # a token over another manifest does not pass
+    other = ev.request_timestamp(url, body + b" ")
+    path.write_bytes(ev.bundle(artifacts, body, sig, other))
+    assert not ev.verify(path, keys.verify_key)["ok"]
+
+
+def test_partial_verification_of_attached_files(result, keys):
+    """What an evidence PDF attaches (WACZ, manifest, signature) verifies on its own."""
+    data, artifacts, _ = _export(result, keys)
+    import zipfile
+    files = {n: zipfile.ZipFile(io.BytesIO(data)).read(n) for n in (ev.MANIFEST, ev.SIGNATURE, "capture.wacz")}
+    rep = ev.verify_files(files, keys.verify_key, partial=True)
+    assert rep["ok"], rep["problems"]
+    assert rep["artifacts"]["screenshot.png"] == "not included" and rep["artifacts"]["capture.wacz"] == "ok"
+    assert not ev.verify_files(files, keys.verify_key)["ok"]          # not partial: missing files fail
+    bad = bytearray(files["capture.wacz"])
+    bad[100] ^= 0x01
+    assert not ev.verify_files({**files, "capture.wacz": bytes(bad)}, keys.verify_key, partial=True)["ok"]
