@@ -184,3 +184,23 @@ def export_capture_command(capture_id, out):
         audit.record(s, _operator(), "evidence.export_capture", f"capture:{capture_id}",
                      sha256=hashlib.sha256(data).hexdigest())
     click.echo(f"wrote {out} ({len(data)} bytes)", err=True)
+
+
+@evidence_group.command("export")
+@click.argument("case_id", type=int)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the PDF.")
+@click.option("--url", default=None, help="Only this URL of the case.")
+@click.option("--lang", type=click.Choice(["ja", "en"]), default="ja", show_default=True)
+def export_pdf_command(case_id, out, url, lang):
+    """The evidence PDF of a case (internal case id) for lawyers: PDF/A-3b, captures attached."""
+    from workers.pdf import render
+    instance = _instance(unlock=True)
+    try:
+        data = render(instance, case_id, url=url, language=lang, actor=_operator())
+    except LookupError as exc:
+        raise click.ClickException(str(exc))
+    tmp = out + ".tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, out)
+    click.echo(f"wrote {out} ({len(data)} bytes)", err=True)
