@@ -37,22 +37,12 @@ def _operator() -> str:
 
 def _prepare_matching(instance):
     """Before a waited crawl: take in pending intake submissions and refresh the indexes."""
-    try:
-        from workers.takein import take_in_pending
-        n = take_in_pending(instance)
-        if n:
-            click.echo(f"took in {n} pending submission(s)", err=True)
-    except ImportError:
-        pass
-    except Exception as exc:
-        click.echo(f"warning: pending submissions not taken in: {type(exc).__name__}: {exc}", err=True)
-    try:
-        from workers import match
-        refresh = getattr(match, "refresh", None) or getattr(match, "rebuild", None)
-        if refresh:
-            refresh(instance)
-    except ImportError:
-        pass
+    from workers import match
+    from workers.takein import take_in_pending
+    n = take_in_pending(instance)
+    if n:
+        click.echo(f"took in {n} pending submission(s)", err=True)
+    match.refresh(instance)
 
 
 @click.command("crawl")

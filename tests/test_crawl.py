@@ -56,7 +56,8 @@ def _cases(inst):
 
 
 class ShaMatcher:
-    """A stand-in for the matcher (not written yet): exact SHA-256 look-up in a table."""
+    """An exact SHA-256 matcher, so this test decides which page matches which case; the real
+    matcher runs end to end in test_kesu_crawl_wait_prints_the_report."""
 
     def __init__(self, table):
         self.table = table

@@ -1,0 +1,227 @@
+"""The in-memory indexes against brute force: PDQ, exact hashes, vPDQ, faces; and confidence."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageOps
+
+from workers import confidence
+from workers.index import (FACE_THRESHOLD, PDQ_THRESHOLD, Index, PDQIndex, codes_of, hamming_brute)
+
+RNG = np.random.default_rng(20261122)
+
+
+def flip_bits(code: np.ndarray, n: int, rng=RNG) -> np.ndarray:
+    out = code.copy()
+    for b in rng.choice(256, n, replace=False):
+        out[b // 8] ^= 1 << (7 - b % 8)
+    return out
+
+
+def to_hex(code: np.ndarray) -> str:
+    return code.tobytes().hex()
+
+
+def test_pdq_multihash_has_full_recall_and_precision_against_brute_force():
+    base = RNG.integers(0, 256, (20_000, 32), dtype=np.uint8)
+    # Clusters of near neighbours at every distance around the threshold, planted in the noise.
+    centres = base[:50]
+    planted = np.stack([flip_bits(c, d) for c in centres for d in (1, 8, 16, 24, 29, 30, 31, 32, 33, 40)])
+    codes = np.concatenate([base, planted])
+    idx = PDQIndex(shard_size=8192)
+    idx.add(codes, list(range(len(codes))))
+    queries = np.concatenate([centres, np.stack([flip_bits(c, 5) for c in centres]), base[1000:1050]])
+    got = idx.range(queries)
+    truth = hamming_brute(queries, codes)
+    total = 0
+    for i in range(len(queries)):
+        expected = set(np.nonzero(truth[i] <= PDQ_THRESHOLD)[0].tolist())
+        assert {row for row, _ in got[i]} == expected, i
+        for row, d in got[i]:
+            assert d == truth[i, row]
+        total += len(expected)
+    assert total > 300          # the test saw many true neighbours, at 31 bits included
+    assert max(d for hits in got for _, d in hits) == 31
+
+
+def test_pdq_index_keep_removes_rows_and_codes():
+    codes = RNG.integers(0, 256, (100, 32), dtype=np.uint8)
+    idx = PDQIndex(shard_size=16)             # several shards: only those holding case 1 rebuild
+    idx.add(codes, [(i % 3, i) for i in range(100)])
+    assert idx.keep(lambda o: o[0] != 1) == 33
+    assert len(idx) == 67
+    hits = idx.range(codes)
+    assert all(o[0] != 1 for h in hits for o, _ in h)
+    assert [h[0][0][1] for h in hits if h] == [i for i in range(100) if i % 3 != 1]
+    assert all(h == [] for i, h in enumerate(hits) if i % 3 == 1)
+    idx.add(codes[:5], [(4, i) for i in range(5)])
+    assert len(idx) == 72 and idx.range(codes[:1])[0][-1] == ((4, 0), 0)
+
+
+def _pdq(sig_hex, quality=90, variant="full", item="p1"):
+    return {"type": "pdq", "hash": sig_hex, "quality": quality, "item": item, "variant": variant}
+
+
+def test_query_each_case_and_kind_once_with_best_distance_and_quality_filter():
+    a = RNG.integers(0, 256, 32, dtype=np.uint8)
+    b = RNG.integers(0, 256, 32, dtype=np.uint8)
+    idx = Index()
+    idx.add_case(1, [_pdq(to_hex(a)), _pdq(to_hex(flip_bits(a, 3)), variant="trimmed"),
+                     {"type": "sha256", "hash": "ab" * 32, "item": "p1"},
+                     {"type": "md5", "hash": "cd" * 16, "item": "p1"}])
+    idx.add_case(2, [_pdq(to_hex(b), quality=40)])          # too flat: never indexed
+    assert idx.stats()["pdq"] == 2
+    media = {"sha256": "AB" * 32, "md5": "00" * 16,
+             "pdq": [{"variant": "orig", "hash": to_hex(flip_bits(a, 10)), "quality": 80},
+                     {"variant": "trimmed", "hash": to_hex(flip_bits(a, 4)), "quality": 80},
+                     {"variant": "rot90", "hash": to_hex(b), "quality": 80},
+                     {"variant": "flipx", "hash": to_hex(a), "quality": 30}]}   # low quality: ignored
+    got = idx.query(media)
+    assert [(c["case"], c["kind"]) for c in got] == [(1, "pdq"), (1, "sha256")]
+    pdq = got[0]
+    assert pdq["distance"] in (1, 4) and pdq["distance"] == min(
+        hamming_brute(codes_of([to_hex(flip_bits(a, 4))]), codes_of([to_hex(a), to_hex(flip_bits(a, 3))])).min(), 4)
+    assert pdq["item"] == "p1" and pdq["query_variant"] == "trimmed"
+
+
+def test_withdrawn_case_is_gone_immediately_and_others_stay():
+    a, b = (RNG.integers(0, 256, 32, dtype=np.uint8) for _ in range(2))
+    desc = RNG.normal(0, 0.1, 128)
+    idx = Index()
+    idx.add_case(7, [_pdq(to_hex(a)), {"type": "sha256", "hash": "11" * 32, "item": "p1"},
+                     {"type": "face", "descriptor": desc.tolist(), "item": "s1"},
+                     {"type": "vpdq", "frames": [[i, 90, to_hex(RNG.integers(0, 256, 32, dtype=np.uint8))]
+                                                 for i in range(5)], "item": "v1"}])
+    idx.add_case(8, [_pdq(to_hex(b))])
+    media = {"sha256": "11" * 32, "pdq": [{"variant": "orig", "hash": to_hex(a), "quality": 90},
+                                          {"variant": "rot90", "hash": to_hex(b), "quality": 90}],
+             "faces": [{"descriptor": desc.tolist()}]}
+    assert {c["case"] for c in idx.query(media)} == {7, 8}
+    assert idx.remove_case(7)
+    assert {c["case"] for c in idx.query(media)} == {8}
+    stats = idx.stats()
+    assert stats["cases"] == 1 and stats["faces"] == 0 and stats["frames"] == 0 and stats["sha256"] == 0
+    assert not idx.remove_case(7)
+
+
+def _frames(codes, quality=90):
+    return [[float(i), quality, to_hex(c)] for i, c in enumerate(codes)]
+
+
+def test_vpdq_bag_of_frames_needs_both_sides_at_80_percent():
+    video = [RNG.integers(0, 256, 32, dtype=np.uint8) for _ in range(20)]
+    idx = Index()
+    idx.add_case(3, [{"type": "vpdq", "frames": _frames(video), "item": "v1"}])
+    # A re-encode: every frame a few bits off.
+    reencoded = [flip_bits(c, 12) for c in video]
+    got = idx.query({"vpdq": _frames(reencoded)})
+    assert [(c["case"], c["kind"]) for c in got] == [(3, "vpdq")]
+    assert got[0]["query_share"] == 1.0 and got[0]["target_share"] == 1.0
+    # 85 % of the frames (a trimmed copy): still both sides >= 80 %.
+    assert idx.query({"vpdq": _frames(reencoded[:17])})
+    # Half of the video: the registered side's share is 50 % -> no match.
+    assert idx.query({"vpdq": _frames(reencoded[:10])}) == []
+    # The video inside a compilation twice as long: the query side's share is 50 % -> no match.
+    other = [RNG.integers(0, 256, 32, dtype=np.uint8) for _ in range(20)]
+    assert idx.query({"vpdq": _frames(reencoded + other)}) == []
+    # Frames beyond the threshold do not count.
+    assert idx.query({"vpdq": _frames([flip_bits(c, 40) for c in video])}) == []
+    # Low-quality frames are left out on both sides.
+    assert idx.query({"vpdq": _frames(reencoded, quality=20)}) == []
+
+
+def test_face_range_search_matches_brute_force_and_counts_agreeing_faces():
+    registered = RNG.normal(0, 0.09, (500, 128)).astype(np.float32)
+    idx = Index()
+    idx.add_case(1, [{"type": "face", "descriptor": registered[i].tolist(), "item": "s1"} for i in range(3)])
+    idx.add_case(2, [{"type": "face", "descriptor": v.tolist(), "item": f"s{i}"} for i, v in enumerate(registered[3:])])
+    queries = np.concatenate([registered[:3] + RNG.normal(0, 0.015, (3, 128)), RNG.normal(0, 0.09, (20, 128))])
+    for q in queries:
+        got = idx.query({"faces": [{"descriptor": q.tolist()}]})
+        dist = np.linalg.norm(registered - q, axis=1)
+        expected_cases = {1 if i < 3 else 2 for i in np.nonzero(dist <= FACE_THRESHOLD)[0]}
+        assert {c["case"] for c in got} == expected_cases
+        for c in got:
+            rows = range(3) if c["case"] == 1 else range(3, 500)
+            assert c["distance"] == pytest.approx(min(dist[list(rows)]), abs=1e-3)
+    # One selfie's descriptor near all three of case 1's faces: three agree.
+    centre = registered[:3].mean(axis=0)
+    idx2 = Index()
+    idx2.add_case(1, [{"type": "face", "descriptor": (centre + RNG.normal(0, 0.01, 128)).tolist(), "item": f"s{i}"}
+                      for i in range(3)])
+    got = idx2.query({"faces": [{"descriptor": centre.tolist()}]})
+    assert got[0]["faces_agreeing"] == 3
+
+
+SAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "node_modules/@vladmandic/face-api/demo"
+
+
+@pytest.mark.skipif(not (SAMPLES / "sample2.jpg").exists(), reason="face-api sample photos not installed")
+def test_real_faces_same_face_matches_other_people_do_not():
+    from workers.faces import describe_faces
+    one = Image.open(SAMPLES / "sample2.jpg").convert("RGB")
+    registered = describe_faces(one)
+    assert len(registered) == 1
+    idx = Index()
+    idx.add_case(5, [{"type": "face", "descriptor": f["descriptor"], "item": "s1"} for f in registered])
+    buf = io.BytesIO()
+    ImageOps.mirror(one).resize((one.width // 2, one.height // 2)).save(buf, "JPEG", quality=50)
+    found = describe_faces(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    got = idx.query({"faces": found})
+    assert [(c["case"], c["kind"]) for c in got] == [(5, "face")] and got[0]["distance"] < FACE_THRESHOLD
+    others = describe_faces(Image.open(SAMPLES / "sample5.jpg").convert("RGB"))
+    assert others and idx.query({"faces": others}) == []
+
+
+def test_registered_variants_find_crawled_copies_with_dihedral_variants():
+    from workers.images import pdq_dihedral, pdq_variants
+    img = Image.new("RGB", (640, 480))
+    d = ImageDraw.Draw(img)
+    for i in range(0, 640, 40):
+        d.rectangle([i, (i * 7) % 300, i + 35, (i * 7) % 300 + 170], fill=((i * 3) % 256, (i * 5) % 256, 200 - i % 200))
+    d.ellipse([200, 120, 460, 380], fill=(250, 230, 40))
+    idx = Index()
+    idx.add_case(9, [{"type": "pdq", "item": "p1", **v} for v in pdq_variants(img)])
+    rotated = img.rotate(90, expand=True)
+    media = {"pdq": pdq_dihedral(rotated)}
+    got = idx.query(media)
+    assert [(c["case"], c["kind"]) for c in got] == [(9, "pdq")] and got[0]["distance"] <= 8
+
+
+def test_confidence_prior_orders_evidence_and_flags_strong_matches():
+    m = confidence.Model()
+    exact = m.confidence([{"kind": "sha256", "distance": 0}])
+    near = m.confidence([{"kind": "pdq", "distance": 2}])
+    edge = m.confidence([{"kind": "pdq", "distance": 31}])
+    face = m.confidence([{"kind": "face", "distance": 0.3, "faces_agreeing": 1}])
+    both = m.confidence([{"kind": "face", "distance": 0.3, "faces_agreeing": 1}, {"kind": "pdq", "distance": 31}])
+    assert exact >= confidence.FLAG_AT and near >= confidence.FLAG_AT
+    assert edge < confidence.FLAG_AT and face < 0.5
+    assert near > edge and both > edge and both > face
+    assert m.confidence([{"kind": "pdq", "distance": 10}], confidence.domain_logit(0, 20)) < \
+        m.confidence([{"kind": "pdq", "distance": 10}], confidence.domain_logit(20, 0))
+
+
+def test_confidence_retrains_from_decisions_and_is_calibrated():
+    # Simulated staff decisions where PDQ matches near the threshold are more often wrong than
+    # the prior says (e.g. sites with templated banners): the fitted model must learn that and
+    # be calibrated on held-out decisions.
+    rng = np.random.default_rng(1)
+    X, y = [], []
+    for _ in range(600):
+        d = int(rng.integers(0, 32))
+        truth = rng.random() < 1 / (1 + np.exp(-(4.0 - 0.3 * d)))
+        X.append(confidence.features([{"kind": "pdq", "distance": d}]))
+        y.append(1.0 if truth else 0.0)
+    X, y = np.array(X), np.array(y)
+    prior_brier = confidence.reliability(confidence.Model().predict(X), y)["brier"]
+    fitted = confidence.fit(X, y)
+    report = confidence.calibration(X, y)
+    assert report["method"] == "5-fold" and report["brier"] < prior_brier
+    prior_ece = confidence.reliability(confidence.Model().predict(X), y)["ece"]
+    assert report["ece"] < 0.08 and report["ece"] < prior_ece / 3
+    assert fitted.confidence([{"kind": "pdq", "distance": 28}]) < confidence.Model().confidence(
+        [{"kind": "pdq", "distance": 28}])
+    # A few decisions barely move the prior (MAP with a Gaussian prior on the weights).
+    few = confidence.fit(X[:3], y[:3])
+    assert np.abs(few.weights - confidence.PRIOR).max() < 1.5
