@@ -52,14 +52,17 @@ def gather(instance, case_id: int, url: str | None = None) -> dict:
                 page = pages[capture.id] = {
                     "capture": capture.id, "url": capture.url, "final_url": capture.final_url,
                     "redirects": capture.redirects or [], "server_ip": capture.server_ip or "",
-                    "http_status": capture.http_status, "utc": utc, "jst": jst, "media": [],
+                    "http_status": capture.http_status, "utc": utc, "jst": jst, "media": {},
                     "metadata_only": bool((capture.evidence or {}).get("metadata_only")),
                     "artifacts": (capture.evidence or {}).get("artifacts", {}), "screenshot": None}
-            sig = _open_signals(instance, media.signals)
-            page["media"].append({"url": media.url, "sha256": sig.get("sha256", ""), "md5": sig.get("md5", ""),
-                                  "mime": media.mime, "bytes": media.size, "kind": match.kind,
-                                  "distance": match.distance, "confidence": match.confidence,
-                                  "state": match.state})
+            item = page["media"].get(media.id)
+            if item is None:
+                sig = _open_signals(instance, media.signals)
+                item = page["media"][media.id] = {"url": media.url, "sha256": sig.get("sha256", ""),
+                                                  "md5": sig.get("md5", ""), "mime": media.mime,
+                                                  "bytes": media.size, "matches": []}
+            item["matches"].append({"kind": match.kind, "distance": match.distance,
+                                    "confidence": match.confidence, "state": match.state})
         notices = s.execute(select(Notice, Takedown).join(Takedown, Notice.takedown_id == Takedown.id)
                             .where(Takedown.case_id == case_id).order_by(Notice.sent_at)).all()
         notice_rows = [{"url": t.url, "route": n.route, "recipient": n.recipient, "language": n.language,
@@ -82,6 +85,8 @@ def gather(instance, case_id: int, url: str | None = None) -> dict:
             if name == "screenshot.png" or name.endswith(".html") or name.endswith(".mhtml"):
                 continue     # the screenshot is on the page; HTML and MHTML stay inside the WACZ's capture
             attachments.append((f"capture-{page['capture']}-{name}", data))
+    for page in pages.values():
+        page["media"] = list(page["media"].values())
     return {"case": case_id, "category": category, "pages": list(pages.values()), "notices": notice_rows,
             "custody": custody, "attachments": attachments,
             "verify_key": b64(instance.private_keys().verify_key), "org": instance.settings.org_name,

@@ -1,0 +1,97 @@
+"""The evidence PDF for lawyers, from a real registration, crawl and match, read back with poppler."""
+import json
+import subprocess
+import urllib.request
+
+import pytest
+from sqlalchemy import select
+
+from conftest import TEST_PASSPHRASE, kesu_cli, make_instance
+from crypto.sealing import seal, unb64
+from sites import build_site, serve_site
+from store.cases import create_case
+from store.models import AuditEntry, Capture
+from workers import context
+from workers.crawl import crawl, create_job
+from workers.images import image_signals
+from workers.takein import take_in_pending
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pdfsite")
+    build_site(folder)
+    base, stop = serve_site(folder)
+    yield base
+    stop()
+
+
+def register(instance, image: bytes, category="adult_ncii"):
+    sig = image_signals(image)
+    payload = {"version": 1, "category": category, "language": "ja", "known_urls": [], "contact": None,
+               "consent": {"takedown": True, "hotline": False, "share_hashes": False, "at": "2026-11-01"},
+               "signals": [{"type": "sha256", "hash": sig["sha256"], "item": "p1"}]
+               + [{"type": "pdq", "hash": p["hash"], "quality": p["quality"], "item": "p1", "variant": p["variant"]}
+                  for p in sig["pdq"]],
+               "items": [{"item": "p1", "kind": "photo", "label": "photo 1"}]}
+    key_id, public = instance.public_key()
+    case_id = create_case(instance, key_id, seal(unb64(public), json.dumps(payload).encode()))[2]
+    take_in_pending(instance)
+    return case_id, sig["sha256"]
+
+
+def test_case_pdf_holds_urls_hashes_japanese_and_attachments(tmp_path, site):
+    instance = make_instance(tmp_path / "inst", f"sqlite:///{tmp_path / 'inst' / 'kesu.db'}",
+                             crawl_delay=0, crawl_idle_seconds=0.5, crawl_faces=False)
+    context.set_instance(instance)
+    with urllib.request.urlopen(f"{site}/img/index.png") as r:
+        case_id, sha256 = register(instance, r.read())
+    job = create_job(instance, f"{site}/index.html", depth=0, requested_by="test")
+    crawl(instance, job)
+    with instance.session() as s:
+        capture = s.execute(select(Capture)).scalar_one()
+        assert capture.evidence.get("artifacts"), "the matched page has evidence"
+
+    out = tmp_path / "case.pdf"
+    env = {"KESU_INSTANCE": str(instance.settings.instance), "KESU_DATABASE_URL": instance.settings.database_url,
+           "KESU_KEY_PASSPHRASE": TEST_PASSPHRASE}
+    done = kesu_cli("evidence", "export", str(case_id), "--out", str(out), env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert out.read_bytes().startswith(b"%PDF-")
+
+    text = subprocess.run(["pdftotext", "-raw", str(out), "-"], capture_output=True, text=True, check=True).stdout
+    flat = "".join(text.split())
+    assert f"{site}/index.html" in text and f"{site}/img/index.png" in flat
+    assert sha256 in flat                                   # the hash table
+    assert "証拠報告書" in text and "証拠の保管記録" in text  # Japanese, rendered as text
+    assert "JST" in text and "UTC" in text and "127.0.0.1" in text
+
+    fonts = subprocess.run(["pdffonts", str(out)], capture_output=True, text=True, check=True).stdout
+    assert "CJK" in fonts or "Noto" in fonts
+    assert all(line.split()[-5] == "yes" for line in fonts.splitlines()[2:] if line.strip()), fonts  # embedded
+
+    listed = subprocess.run(["pdfdetach", "-list", str(out)], capture_output=True, text=True, check=True).stdout
+    assert "capture.wacz" in listed and "manifest.json" in listed and "manifest.sig" in listed
+    files = tmp_path / "attached"
+    files.mkdir()
+    subprocess.run(["pdfdetach", "-saveall", "-o", str(files), str(out)], check=True)
+    manifest = next(files.glob("*manifest.json"))
+    assert json.loads(manifest.read_text())    # extractable, intact JSON
+
+    # PDF/A-3b is declared in the metadata, and the export is audited.
+    meta = subprocess.run(["pdfinfo", "-meta", str(out)], capture_output=True, text=True, check=True).stdout
+    assert 'pdfaid:part="3"' in meta and 'pdfaid:conformance="B"' in meta
+    with instance.session() as s:
+        actions = [e.action for e in s.execute(select(AuditEntry)).scalars()]
+    assert "evidence.export" in actions
+
+
+def test_unknown_case_is_a_clear_error(tmp_path):
+    instance = make_instance(tmp_path / "inst", f"sqlite:///{tmp_path / 'inst' / 'kesu.db'}")
+    env = {"KESU_INSTANCE": str(instance.settings.instance), "KESU_DATABASE_URL": instance.settings.database_url,
+           "KESU_KEY_PASSPHRASE": TEST_PASSPHRASE}
+    done = kesu_cli("evidence", "export", "999", "--out", str(tmp_path / "x.pdf"), env=env)
+    assert done.returncode != 0 and "no case 999" in done.stderr
+    assert not (tmp_path / "x.pdf").exists()
