@@ -12,7 +12,7 @@ from web import ROOT, make_app, route_log
 from .sessions import DatabaseSessionInterface
 
 
-def create_app(instance: Instance | None = None) -> "Flask":
+def create_app(instance: Instance | None = None):
     instance = instance or Instance()
     app = make_app("backoffice", static_folder=ROOT / "intake" / "static")
     app.config.update(

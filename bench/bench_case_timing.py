@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(rounds: int = 30) -> int:
-    from crypto.sealing import b64, seal, unb64
+    from crypto.sealing import seal, unb64
     from intake import create_app
     from store import cases
     from store.config import load

@@ -16,8 +16,6 @@ from __future__ import annotations
 import http.server
 import json
 import mimetypes
-import os
-import shutil
 import socketserver
 import sys
 import threading
@@ -28,8 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 STATIC = ROOT / "intake" / "static"
 HARNESS = Path(__file__).resolve().parent / "harness"
 PAGE = "/harness/signals.html"
-CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 
 mimetypes.add_type("text/javascript", ".mjs")
 mimetypes.add_type("text/javascript", ".js")
@@ -86,17 +82,8 @@ def serve(paths):
 
 def make_driver(width=1280, height=900):
     """Headless Debian Chromium through Selenium, offline."""
-    os.environ.setdefault("SE_OFFLINE", "true")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for flag in [*CHROMIUM_FLAGS, f"--window-size={width},{height}"]:
-        opts.add_argument(flag)
-    service = Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver")
-    driver = webdriver.Chrome(options=opts, service=service)
-    driver.set_script_timeout(600)
-    return driver
+    from workers.chromium import new_driver
+    return new_driver(width, height, script_timeout=600)
 
 
 def _wait(driver, condition, timeout=120):

@@ -3,11 +3,9 @@
 Nothing here is mocked. PostgreSQL runs when KESU_TEST_POSTGRES_URL is set (.ci/run sets
 it); Redis is the machine's (KESU_TEST_REDIS_URL, default 127.0.0.1:6379, database 15).
 """
-import functools
 import http.server
 import mimetypes
 import os
-import shutil
 import socketserver
 import threading
 import uuid
@@ -125,24 +123,10 @@ def static_server(tmp_path_factory):
 
 # --- real headless Chromium ------------------------------------------------------------------
 
-CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                  "--disable-sync", "--disable-quic", "--mute-audio"]
-
-
 def make_chromium(width=1280, height=900, extra_args=(), performance_log=False):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for flag in [*CHROMIUM_FLAGS, f"--window-size={width},{height}", *extra_args]:
-        opts.add_argument(flag)
-    if performance_log:
-        opts.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    service = Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver")
-    driver = webdriver.Chrome(options=opts, service=service)
-    driver.set_script_timeout(300)
-    return driver
+    from workers.chromium import new_driver
+    caps = {"goog:loggingPrefs": {"performance": "ALL", "browser": "ALL"}} if performance_log else None
+    return new_driver(width, height, extra_args, capabilities=caps)
 
 
 @pytest.fixture(scope="session")

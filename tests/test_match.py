@@ -183,7 +183,7 @@ def test_index_is_built_from_the_database_in_a_fresh_process_state(instance):
 
 def test_retrain_from_staff_decisions(instance):
     img = picture(9)
-    case_id = new_case(instance, registered_signals(img, jpeg(img)))
+    new_case(instance, registered_signals(img, jpeg(img)))
     ids = []
     for n in range(12):
         reupload = jpeg(img.resize((400 - 10 * n, 300 - 7 * n)), quality=30 + n * 5)

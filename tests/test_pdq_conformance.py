@@ -12,12 +12,10 @@ import io
 import json
 import shutil
 import subprocess
-import sys
 import time
 import zlib
 import struct
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -145,7 +145,7 @@ def test_confirmed_match_to_removal(tmp_path, database_url, own_redis, smtp, sit
     # The confirmed match: a case (with a contact), the captured page, its media, the match, the takedown.
     media_body = b"\xff\xd8 generated jpeg bytes for the test \xff\xd9"
     page_url, media_url = site.url + "/v/1", site.url + "/m/1.jpg"
-    site.pages["/v/1"] = (200, f'<html><img src="/m/1.jpg"></html>'.encode())
+    site.pages["/v/1"] = (200, '<html><img src="/m/1.jpg"></html>'.encode())
     site.pages["/m/1.jpg"] = (200, media_body)
     case = make_case(inst, category="adult_ncii", language="ja", contact="victim@example.net")
     with inst.session() as s:

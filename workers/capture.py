@@ -22,7 +22,6 @@ import io
 import ipaddress
 import json
 import re
-import shutil
 import socket
 import threading
 import time
@@ -30,12 +29,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 
-CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                  "--disable-sync", "--disable-quic", "--mute-audio", "--hide-scrollbars",
-                  "--autoplay-policy=no-user-gesture-required",
-                  # Every frame in one renderer, so the page's DevTools session sees iframes' requests.
-                  "--disable-site-isolation-trials", "--disable-features=IsolateOrigins,site-per-process"]
+CAPTURE_FLAGS = ["--hide-scrollbars", "--autoplay-policy=no-user-gesture-required",
+                 # Every frame in one renderer, so the page's DevTools session sees iframes' requests.
+                 "--disable-site-isolation-trials", "--disable-features=IsolateOrigins,site-per-process"]
 
 STREAM_MIMES = {"application/vnd.apple.mpegurl", "application/x-mpegurl", "audio/mpegurl", "audio/x-mpegurl",
                 "application/dash+xml", "video/mp2t", "video/iso.segment"}
@@ -232,20 +228,12 @@ class _FetchGuard(threading.Thread):
 
 def open_browser(limits: Limits | None = None, extra_args=()):
     """One headless Chromium with the performance log on; a crawl keeps it for all its pages."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from .chromium import new_driver
     limits = limits or Limits()
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for flag in [*CHROMIUM_FLAGS, f"--window-size={limits.width},{limits.height}", *extra_args]:
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    opts.set_capability("pageLoadStrategy", "none")   # we wait on DevTools events, with our own limits
-    opts.set_capability("unhandledPromptBehavior", "dismiss")   # alert() and friends never block a capture
-    service = Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver")
-    driver = webdriver.Chrome(options=opts, service=service)
-    driver.set_script_timeout(15)
-    return driver
+    return new_driver(limits.width, limits.height, [*CAPTURE_FLAGS, *extra_args], script_timeout=15, capabilities={
+        "goog:loggingPrefs": {"performance": "ALL"},
+        "pageLoadStrategy": "none",                 # we wait on DevTools events, with our own limits
+        "unhandledPromptBehavior": "dismiss"})      # alert() and friends never block a capture
 
 
 def _cdp(driver, method, params=None):

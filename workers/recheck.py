@@ -166,17 +166,25 @@ def _drop_schedule(session, kind: str, takedown_id: int) -> None:
         session.delete(row)
 
 
-def run_check(instance, takedown_id: int, fetch=None, now=None) -> dict:
-    """Check one takedown now and record the outcome (the job `recheck` calls this)."""
-    now = now or utcnow()
+def _check_takedown(instance, takedown_id: int, fetch) -> tuple[dict, list] | tuple[None, None]:
+    """Fetch and judge one takedown's URL: (result, its matched media), or (None, None) and its
+    schedules dropped when the takedown is gone (withdrawn)."""
     with instance.session() as s:
         td = s.get(Takedown, takedown_id)
         if td is None:                     # withdrawn: its schedules go too
             _drop_schedule(s, "recheck", takedown_id)
             _drop_schedule(s, "reupload", takedown_id)
-            return {"outcome": "missing"}
+            return None, None
         url, media = td.url, list(td.media or [])
-    result = check(url, media, instance.pepper, fetch or _fetcher_for(instance))
+    return check(url, media, instance.pepper, fetch or _fetcher_for(instance)), media
+
+
+def run_check(instance, takedown_id: int, fetch=None, now=None) -> dict:
+    """Check one takedown now and record the outcome (the job `recheck` calls this)."""
+    now = now or utcnow()
+    result, media = _check_takedown(instance, takedown_id, fetch)
+    if result is None:
+        return {"outcome": "missing"}
     domain_id = None
     with instance.session() as s:
         td = s.get(Takedown, takedown_id, with_for_update=True)
@@ -217,14 +225,9 @@ def run_check(instance, takedown_id: int, fetch=None, now=None) -> dict:
 def run_watch(instance, takedown_id: int, fetch=None, now=None) -> dict:
     """After removal: is it back? Media that matches again re-opens the takedown."""
     now = now or utcnow()
-    with instance.session() as s:
-        td = s.get(Takedown, takedown_id)
-        if td is None:                     # withdrawn: its schedules go too
-            _drop_schedule(s, "recheck", takedown_id)
-            _drop_schedule(s, "reupload", takedown_id)
-            return {"outcome": "missing"}
-        url, media = td.url, list(td.media or [])
-    result = check(url, media, instance.pepper, fetch or _fetcher_for(instance))
+    result, media = _check_takedown(instance, takedown_id, fetch)
+    if result is None:
+        return {"outcome": "missing"}
     back = result["outcome"] in ("still_up", "partly_removed")
     confirmed = back and bool(media) and result.get("media", {}).get("up", 0) > 0
     with instance.session() as s:

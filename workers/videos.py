@@ -12,7 +12,6 @@ No Flask, no database: plain functions on a path, bytes or a file object.
 from __future__ import annotations
 
 import io
-import math
 import os
 from dataclasses import dataclass
 
