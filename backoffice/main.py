@@ -14,7 +14,7 @@ bp = Blueprint("main", __name__)
 def home():
     with current_instance().session() as s:
         counts = {
-            "cases": s.execute(select(func.count()).select_from(Case).where(Case.status != "withdrawn")).scalar(),
+            "cases": s.execute(select(func.count()).select_from(Case).where(Case.status != "withdrawn", Case.bank.is_(None))).scalar(),
             "to_review": s.execute(select(func.count()).select_from(Match).where(Match.state == "new")).scalar(),
             "takedowns": s.execute(select(func.count()).select_from(Takedown)).scalar(),
         }

@@ -171,6 +171,7 @@ def hash_files(files):
 
 def _register_commands():
     """Commands that live beside the parts they drive."""
+    from .banks_cli import hashes_group
     from .crawl_cli import crawl_command, evidence_group
     from .domains_cli import domains_group
     from .ops_cli import register
@@ -178,6 +179,7 @@ def _register_commands():
     cli.add_command(crawl_command, "crawl")
     cli.add_command(evidence_group, "evidence")
     cli.add_command(domains_group, "domains")
+    cli.add_command(hashes_group, "hashes")
 
 
 _register_commands()

@@ -154,6 +154,9 @@ def case_status(number):
     case_id, error = _authenticated(number)
     if error:
         return error
+    from workers import retention
+    # She came to look: that answers the yearly "shall we go on?" question (rows only, no keys).
+    retention.answered(current_instance(), case_id)
     found = cases.status(current_instance(), case_id)
     if found is None:
         return jsonify(_UNAUTHORISED), 401

@@ -46,6 +46,12 @@ class Settings:
     session_idle_minutes: int = 30
     session_max_hours: int = 12
     keystore_backup_days: int = 30
+    retention_unmatched_days: int = 180       # signals of crawled media that matched nothing
+    retention_closed_case_days: int = 90      # a case she asked to close, before it is withdrawn
+    retention_notice_archive_days: int = 1095 # archived copies of sent notices
+    retention_log_days: int = 30
+    retention_continuation_days: int = 365    # the yearly "shall we go on?" question
+    retention_answer_days: int = 30           # no answer: on hold (nothing deleted)
     key_kdf: str = "moderate"               # Argon2id cost of the key passphrase: moderate|interactive (tests)
     extra: dict = field(default_factory=dict)
 

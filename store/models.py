@@ -44,6 +44,14 @@ class Case(Base):
     created_on: Mapped[date] = mapped_column(Date, default=today)         # a day, never a time
     updated_on: Mapped[date] = mapped_column(Date, default=today)
     withdrawn_on: Mapped[date | None] = mapped_column(Date)
+    # Retention (workers/retention.py): days only. A yearly question "shall we go on?"; no
+    # answer in time puts the case on hold (never deleted without her word); closed on her word.
+    continuation_asked_on: Mapped[date | None] = mapped_column(Date)
+    continued_on: Mapped[date | None] = mapped_column(Date)
+    held_on: Mapped[date | None] = mapped_column(Date)
+    closed_on: Mapped[date | None] = mapped_column(Date)
+    # An imported hash bank (workers/banks.py) rather than a victim's case: its name.
+    bank: Mapped[str | None] = mapped_column(String(100))
     items: Mapped[list["Item"]] = relationship(back_populates="case", cascade="all, delete-orphan")
 
 
@@ -201,6 +209,20 @@ class Domain(Base):
     contacts: Mapped[dict | None] = mapped_column(JSON)                   # abuse contacts found (RDAP, security.txt)
     prediction: Mapped[dict | None] = mapped_column(JSON)                 # workers.predict: compliance estimate
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Patrol (workers.patrol): NULL means "the instance's default" for every setting here.
+    patrol_seeds: Mapped[list | None] = mapped_column(JSON)               # front page, newest uploads, listings
+    patrol_every_s: Mapped[int | None] = mapped_column(Integer)           # how often
+    patrol_pages: Mapped[int | None] = mapped_column(Integer)             # pages per run
+    patrol_bytes: Mapped[int | None] = mapped_column(Integer)             # bytes per run
+    patrol_pages_day: Mapped[int | None] = mapped_column(Integer)         # pages per 24 hours
+    patrol_next: Mapped[str | None] = mapped_column(String(200))          # CSS selector of a listing's "next" link
+    patrol_gate: Mapped[str | None] = mapped_column(String(200))          # CSS selector to click (age gate, cookie wall)
+    patrol_cookie: Mapped[str | None] = mapped_column(String(500))        # cookie(s) to set: "name=value; name2=value2"
+    patrol_enabled: Mapped[bool | None] = mapped_column(Boolean)          # NULL: on
+    next_patrol_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    last_patrol_at: Mapped[datetime | None] = mapped_column(DateTime)
+    patrol_lease_until: Mapped[datetime | None] = mapped_column(DateTime)  # a run is queued or running until then
+    patrol_robots: Mapped[dict | None] = mapped_column(JSON)              # robots.txt as last fetched: rules, time
 
 
 class Takedown(Base):
@@ -272,3 +294,42 @@ class Schedule(Base):
     interval_s: Mapped[int | None] = mapped_column(Integer)
     payload: Mapped[dict] = mapped_column(JSON, default=dict)
     last_run_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class PatrolRun(Base):
+    """One patrol of one domain: what it cost (pages, bytes), what it found, what stopped it."""
+    __tablename__ = "patrol_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("crawl_jobs.id", ondelete="SET NULL"))
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(String(10), default="running")   # running|ok|partial|timeout|error
+    pages: Mapped[int] = mapped_column(Integer, default=0)                # pages loaded in the browser
+    probes: Mapped[int] = mapped_column(Integer, default=0)               # conditional requests made
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)            # pages found unchanged (304, same hash)
+    fetched: Mapped[int] = mapped_column(Integer, default=0)              # responses with a body (pages + probes + robots)
+    bytes: Mapped[int] = mapped_column(Integer, default=0)                # bytes received, all of it
+    media: Mapped[int] = mapped_column(Integer, default=0)
+    skipped_media: Mapped[int] = mapped_column(Integer, default=0)        # already seen: not fetched again
+    matches: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    blocked: Mapped[int] = mapped_column(Integer, default=0)              # refused, robots, 401/403/429/451
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)              # errors, blocked URLs, gate, robots, stop
+
+
+class PatrolPage(Base):
+    """What the patrol knows of one page it visits: validators and content hash, for the next run."""
+    __tablename__ = "patrol_pages"
+    __table_args__ = (UniqueConstraint("domain_id", "url_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"), index=True)
+    url_key: Mapped[str] = mapped_column(String(64))                      # SHA-256 of the URL
+    url: Mapped[str] = mapped_column(Text)
+    etag: Mapped[str | None] = mapped_column(String(300))
+    last_modified: Mapped[str | None] = mapped_column(String(100))
+    content_hash: Mapped[str | None] = mapped_column(String(64))          # of the page's links and media URLs
+    status: Mapped[int | None] = mapped_column(Integer)
+    fetched_at: Mapped[datetime | None] = mapped_column(DateTime)
+    changed_at: Mapped[datetime | None] = mapped_column(DateTime)

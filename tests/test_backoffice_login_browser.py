@@ -5,6 +5,8 @@ from urllib.parse import parse_qs, urlparse
 import pyotp
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
 
 from conftest import TEST_PASSPHRASE, kesu_cli, make_instance, serve_app, wait_for
 
@@ -43,8 +45,11 @@ def log_in(driver, url, code, password="correct horse battery staple"):
     driver.find_element(By.ID, "email").send_keys("admin@example.org")
     driver.find_element(By.ID, "password").send_keys(password)
     driver.find_element(By.ID, "code").send_keys(code)
+    form = driver.find_element(By.ID, "login-form")
     driver.find_element(By.ID, "login").click()
-    wait_for(driver, "document.readyState === 'complete' && !!document.querySelector('h1')")
+    # The answer is a new page: the overview, or the login form again with a message.
+    WebDriverWait(driver, 30).until(EC.staleness_of(form))
+    wait_for(driver, "!!(document.getElementById('welcome') || document.querySelector('.flash'))")
 
 
 def test_login_replay_and_logout(chromium, backoffice):

@@ -497,3 +497,17 @@ def test_photo_signals_in_a_web_worker(chromium, static_server):
     ref = image_signals(data)
     assert (got["width"], got["height"], got["sha256"]) == (ref["width"], ref["height"], ref["sha256"])
     assert chromium.execute_async_script(run, "/files/worker-empty.png")["error"]["code"] == "empty"
+
+
+def test_truncated_images_fail_even_after_libraries_that_relax_pillow(tmp_path):
+    """face_recognition and WeasyPrint set Pillow's LOAD_TRUNCATED_IMAGES on import; the
+    server's decoding must not depend on what was imported before it."""
+    import face_recognition  # noqa: F401  (sets the flag)
+    import weasyprint  # noqa: F401
+    from PIL import Image as PILImage, ImageFile
+    buf = io.BytesIO()
+    PILImage.new("RGB", (64, 64), (200, 30, 30)).save(buf, "JPEG")
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    with pytest.raises(ImageError) as err:
+        decode_image(buf.getvalue()[: len(buf.getvalue()) // 2])
+    assert err.value.code == "undecodable"

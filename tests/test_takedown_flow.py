@@ -391,7 +391,7 @@ def test_stats_page_draws_its_charts_in_chromium(tmp_path, chromium):
         chromium.find_element(By.ID, "password").send_keys("correct horse battery staple")
         chromium.find_element(By.ID, "code").send_keys(pyotp.TOTP(secret).now())
         chromium.find_element(By.ID, "login").click()
-        wait_for(chromium, "document.readyState === 'complete' && !!document.querySelector('h1')")
+        wait_for(chromium, "!!document.getElementById('welcome')")     # the overview, after login
         chromium.get(url + "/stats/?lang=ja")
         wait_for(chromium, "document.body.dataset.chartsReady === '1'", timeout=30)
         assert chromium.find_element(By.TAG_NAME, "h1").text == "統計"

@@ -25,7 +25,7 @@ import math
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # Decompression-bomb guard, the same as photo.js: refuse before decoding anything bigger.
 MAX_PIXELS = 100_000_000
@@ -88,6 +88,10 @@ def decode_image(data: bytes) -> Image.Image:
         if width * height > MAX_PIXELS:
             raise ImageError("too_large", f"the image claims {width}x{height} pixels, more than "
                                           f"{MAX_PIXELS // 1_000_000} megapixels")
+        # face_recognition and WeasyPrint switch Pillow's process-wide LOAD_TRUNCATED_IMAGES on
+        # when imported; a truncated file must fail here as it does in the browser, whatever
+        # was imported before.
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
         try:
             img.load()
         except Exception as exc:   # truncated or corrupt data

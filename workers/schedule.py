@@ -43,6 +43,7 @@ register("recheck", "default", "workers.recheck:recheck")
 register("reupload", "default", "workers.recheck:watch")
 register("notice_sweep", "default", "workers.notify:sweep", every_s=120)
 register("predict_all", "default", "workers.predict:update_all", every_s=86400)
+register("retention", "default", "workers.retention:run", every_s=86400)
 register("match_refresh", "match", "workers.match:refresh_job", every_s=30)
 register("match_retrain", "match", "workers.match:retrain_job", every_s=86400)
 
