@@ -1,4 +1,5 @@
 """The evidence PDF for lawyers, from a real registration, crawl and match, read back with poppler."""
+import hashlib
 import json
 import subprocess
 import urllib.request
@@ -7,14 +8,11 @@ import pytest
 from sqlalchemy import select
 
 from conftest import TEST_PASSPHRASE, kesu_cli, make_instance
-from crypto.sealing import seal, unb64
+from pipeline import register
 from sites import build_site, serve_site
-from store.cases import create_case
 from store.models import AuditEntry, Capture
 from workers import context
 from workers.crawl import crawl, create_job
-from workers.images import image_signals
-from workers.takein import take_in_pending
 
 pytestmark = pytest.mark.browser
 
@@ -28,26 +26,14 @@ def site(tmp_path_factory):
     stop()
 
 
-def register(instance, image: bytes, category="adult_ncii"):
-    sig = image_signals(image)
-    payload = {"version": 1, "category": category, "language": "ja", "known_urls": [], "contact": None,
-               "consent": {"takedown": True, "hotline": False, "share_hashes": False, "at": "2026-11-01"},
-               "signals": [{"type": "sha256", "hash": sig["sha256"], "item": "p1"}]
-               + [{"type": "pdq", "hash": p["hash"], "quality": p["quality"], "item": "p1", "variant": p["variant"]}
-                  for p in sig["pdq"]],
-               "items": [{"item": "p1", "kind": "photo", "label": "photo 1"}]}
-    key_id, public = instance.public_key()
-    case_id = create_case(instance, key_id, seal(unb64(public), json.dumps(payload).encode()))[2]
-    take_in_pending(instance)
-    return case_id, sig["sha256"]
-
-
 def test_case_pdf_holds_urls_hashes_japanese_and_attachments(tmp_path, site):
     instance = make_instance(tmp_path / "inst", f"sqlite:///{tmp_path / 'inst' / 'kesu.db'}",
                              crawl_delay=0, crawl_idle_seconds=0.5, crawl_faces=False)
     context.set_instance(instance)
     with urllib.request.urlopen(f"{site}/img/index.png") as r:
-        case_id, sha256 = register(instance, r.read())
+        image = r.read()
+    case_id = register(instance, image)[0]
+    sha256 = hashlib.sha256(image).hexdigest()
     job = create_job(instance, f"{site}/index.html", depth=0, requested_by="test")
     crawl(instance, job)
     with instance.session() as s:
@@ -95,3 +81,25 @@ def test_unknown_case_is_a_clear_error(tmp_path):
     done = kesu_cli("evidence", "export", "999", "--out", str(tmp_path / "x.pdf"), env=env)
     assert done.returncode != 0 and "no case 999" in done.stderr
     assert not (tmp_path / "x.pdf").exists()
+
+
+def test_after_withdrawal_a_crawl_of_the_page_matches_nothing(tmp_path, site):
+    """Register, crawl (found), withdraw, crawl again: no match, and nothing of the case is kept."""
+    from store import cases
+    from workers.crawl import report
+    instance = make_instance(tmp_path / "inst", f"sqlite:///{tmp_path / 'inst' / 'kesu.db'}",
+                             crawl_delay=0, crawl_idle_seconds=0.5, crawl_faces=False)
+    context.set_instance(instance)
+    with urllib.request.urlopen(f"{site}/img/index.png") as r:
+        case_id = register(instance, r.read())[0]
+    first = create_job(instance, f"{site}/index.html", depth=0, requested_by="test")
+    crawl(instance, first)
+    assert {m["case"] for m in report(instance, first)["matches"]} == {str(case_id)}
+
+    cases.withdraw(instance, case_id)
+    again = create_job(instance, f"{site}/index.html", depth=0, requested_by="test")
+    crawl(instance, again)
+    result = report(instance, again)
+    assert result["pages"][0]["status"] == "ok" and result["pages"][0]["media"]
+    assert result["matches"] == []
+    assert not instance.keystore.exists(case_id)
