@@ -38,8 +38,9 @@ def create_app(instance: Instance | None = None):
             else:
                 g.staff = staff
 
-    from . import admin, auth, domains, main, manual, review, stats, takedown
-    for blueprint in (auth.bp, main.bp, review.bp, takedown.bp, manual.bp, domains.bp, stats.bp, admin.bp):
+    from . import admin, auth, domains, main, manual, patrol, review, stats, takedown
+    for blueprint in (auth.bp, main.bp, review.bp, takedown.bp, manual.bp, domains.bp, patrol.bp, stats.bp,
+                      admin.bp):
         app.register_blueprint(blueprint)
     logging.getLogger("kesu.backoffice").debug("back office ready")
     return app

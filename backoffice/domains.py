@@ -45,6 +45,12 @@ ALIASES = {
     "notes": "notes", "note": "notes", "memo": "notes", "メモ": "notes", "備考": "notes",
 }
 
+try:        # patrol settings (seeds, frequency, budgets, gate) ride along in the same file
+    from workers.patrol import CSV_ALIASES as _PATROL_ALIASES, PATROL_FIELDS, clean_patrol
+    ALIASES.update(_PATROL_ALIASES)
+except ImportError:   # pragma: no cover
+    PATROL_FIELDS, clean_patrol = (), (lambda values: {})
+
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
 
@@ -134,6 +140,7 @@ def clean_row(values: dict) -> dict:
     for name, limit in _LIMITS.items():
         if len(row[name]) > limit:
             raise ValueError(f"{name} longer than {limit} characters")
+    row.update(clean_patrol(values))        # only the patrol columns the file has
     return row
 
 
@@ -178,7 +185,11 @@ def _upsert(session, rows: list[dict]) -> None:
     for r in rows:
         r["updated_at"] = now
     stmt = insert(Domain)
-    cols = {c: getattr(stmt.excluded, c) for c in (*FIELDS[1:], "updated_at")}
+    patrol = [c for c in PATROL_FIELDS if any(c in r for r in rows)]
+    for r in rows:
+        for c in patrol:
+            r.setdefault(c, None)       # a short line: its empty cells mean "the default"
+    cols = {c: getattr(stmt.excluded, c) for c in (*FIELDS[1:], *patrol, "updated_at")}
     session.execute(stmt.on_conflict_do_update(index_elements=[Domain.domain], set_=cols), rows)
 
 

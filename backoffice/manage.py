@@ -175,11 +175,13 @@ def _register_commands():
     from .crawl_cli import crawl_command, evidence_group
     from .domains_cli import domains_group
     from .ops_cli import register
+    from .patrol import patrol_command
     register(cli)
     cli.add_command(crawl_command, "crawl")
     cli.add_command(evidence_group, "evidence")
     cli.add_command(domains_group, "domains")
     cli.add_command(hashes_group, "hashes")
+    cli.add_command(patrol_command, "patrol")
 
 
 _register_commands()

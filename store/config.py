@@ -36,6 +36,17 @@ class Settings:
     crawl_idle_seconds: float = 1.0
     crawl_max_segments: int = 400             # HLS/DASH segments kept per page
     crawl_faces: bool = True                  # look for faces in crawled media
+    patrol_every_s: int = 86400               # patrol defaults per domain (each domain may override)
+    patrol_min_every_s: int = 3600
+    patrol_pages: int = 20
+    patrol_bytes: int = 64 * 1024 * 1024
+    patrol_pages_day: int = 100
+    patrol_seconds: float = 300               # wall time per run: one slow site costs only this
+    patrol_robots: str = "record"             # record: note robots.txt and visit; obey: skip what it disallows
+    patrol_robots_ttl: int = 86400
+    patrol_queue_depth: int = 0               # 0: twice the crawl workers, at least 4
+    patrol_seen_media: int = 5000             # already-fetched media URLs skipped per run (newest first)
+    patrol_probe_bytes: int = 2 * 1024 * 1024
     smtp_host: str = ""
     smtp_port: int = 25
     smtp_user: str = ""
@@ -92,11 +103,11 @@ class Settings:
 
 
 def _coerce(kind, value):
-    if kind is bool or kind == "bool":
+    if kind is bool:
         return str(value).strip().lower() in ("1", "true", "yes", "on")
-    if kind is int or kind == "int":
-        return int(value)
-    if kind is float or kind == "float":
+    if kind is int:
+        return int(float(value))      # "4.0" from the environment is 4
+    if kind is float:
         return float(value)
     return str(value)
 

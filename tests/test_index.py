@@ -6,6 +6,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageOps
 
 from workers import confidence
+from workers import index as index_module
 from workers.index import (FACE_THRESHOLD, PDQ_THRESHOLD, Index, PDQIndex, codes_of, hamming_brute)
 
 RNG = np.random.default_rng(20261122)
@@ -56,6 +57,78 @@ def test_pdq_index_keep_removes_rows_and_codes():
     assert all(h == [] for i, h in enumerate(hits) if i % 3 == 1)
     idx.add(codes[:5], [(4, i) for i in range(5)])
     assert len(idx) == 72 and idx.range(codes[:1])[0][-1] == ((4, 0), 0)
+
+
+@pytest.mark.parametrize("layout", ["auto", (16, 16, 1), (11, 13, 2), None])
+def test_pdq_segments_stay_exact_through_adds_merges_and_removals(layout, monkeypatch):
+    # Adds of every size (tail, sealed segments, binary-counter merges), near-duplicates around
+    # the threshold, withdrawals by group and by owner predicate (in-place kills, compaction):
+    # after all of it, batched and single queries equal brute force over the live hashes.
+    # Every hashed segment here picks its tables' bits from the data (as large ones do).
+    monkeypatch.setattr(index_module, "_DECORRELATE_FROM", 0)
+    rng = np.random.default_rng(7)
+    idx = PDQIndex(layout=layout)
+    codes, owners, live = [], [], []
+    for step in range(24):
+        k = int(rng.choice([1, 7, 150, 1500]))
+        new = rng.integers(0, 256, (k, 32), dtype=np.uint8)
+        if codes and k > 1:
+            old = np.concatenate(codes)
+            new[: k // 2] = np.stack([flip_bits(old[rng.integers(len(old))], int(rng.integers(0, 40)), rng)
+                                      for _ in range(k // 2)])
+        idx.add(new, [(step, i) for i in range(k)], groups=step)
+        codes.append(new)
+        owners += [(step, i) for i in range(k)]
+        live += [True] * k
+        if step % 6 == 5:
+            gone = int(rng.integers(0, step))
+            dropped = idx.drop_group(gone)
+            assert dropped == sum(1 for o, a in zip(owners, live) if a and o[0] == gone)
+            live = [a and o[0] != gone for o, a in zip(owners, live)]
+        if step == 16:
+            idx.keep(lambda o: o[1] % 5 != 0)
+            live = [a and o[1] % 5 != 0 for o, a in zip(owners, live)]
+    codes, live = np.concatenate(codes), np.array(live)
+    assert len(idx) == live.sum()
+    picks = rng.integers(0, len(codes), 150)
+    queries = np.concatenate([codes[picks[:50]], np.stack([flip_bits(codes[i], int(rng.integers(0, 36)), rng)
+                                                            for i in picks[50:]])])
+    truth = hamming_brute(queries, codes)
+    got = idx.range(queries)
+    singles = [idx.range(queries[i:i + 1])[0] for i in range(0, len(queries), 5)]
+    pairs = 0
+    for i in range(len(queries)):
+        expected = sorted((owners[j], int(truth[i, j])) for j in np.nonzero((truth[i] <= PDQ_THRESHOLD) & live)[0])
+        assert sorted(got[i]) == expected, i
+        if i % 5 == 0:
+            assert sorted(singles[i // 5]) == expected, i
+        pairs += len(expected)
+    assert pairs > 150
+    row_of = {o: j for j, o in enumerate(owners)}
+    assert all(live[row_of[o]] for h in idx.range(codes[~live][:40]) for o, _ in h)    # withdrawn: gone
+    idx.compact()                               # one segment, same answers
+    assert len(idx._segments) == 1 and idx._tail_n == 0 and len(idx) == live.sum()
+    assert [sorted(h) for h in idx.range(queries)] == [sorted(h) for h in got]
+
+
+def test_pdq_withdrawn_hashes_leave_codes_and_tables():
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 256, (12_000, 32), dtype=np.uint8)
+    idx = PDQIndex(layout=(11, 13, 2))
+    idx.add(codes, np.arange(len(codes)), groups=np.arange(len(codes)) // 20)
+    seg = idx._segments[0]
+    rows = np.flatnonzero(seg.groups == 7)
+    assert idx.drop_group(7) == 20 and len(idx) == len(codes) - 20
+    assert not seg.c64[rows].any() and not np.isin(seg.ids, rows).any()    # zeroed, unlinked
+    qi, labels, groups, _ = idx.search(codes[140:160])
+    assert not len(labels)
+    qi, labels, groups, dist = idx.search(codes[160:180])
+    assert labels.tolist() == list(range(160, 180)) and set(groups.tolist()) == {8} and not dist.any()
+    # more than a quarter withdrawn: the segment is rebuilt without them
+    for g in range(0, len(codes) // 20, 3):
+        idx.drop_group(g)
+    assert all(s.dead * 4 <= s.n for s in idx._segments)
+    assert len(idx) == sum(1 for i in range(len(codes)) if (i // 20) % 3 and i // 20 != 7)
 
 
 def _pdq(sig_hex, quality=90, variant="full", item="p1"):

@@ -119,6 +119,8 @@ class CaptureResult:
     user_agent: str = ""
     elapsed: float = 0.0
     bytes_received: int = 0
+    gate: str | None = None             # what `on_load` did (an age gate or cookie wall passed)
+    extracted: dict = field(default_factory=dict)   # what `extract` read from the loaded DOM
 
     def summary(self) -> dict:
         return {"url": self.url, "final_url": self.final_url, "status": self.status, "error": self.error,
@@ -222,6 +224,44 @@ class _FetchGuard(threading.Thread):
             self.ws.close()
         except Exception:
             pass
+
+
+class _Watchdog(threading.Thread):
+    """Stops a page that outlives its time limit from outside chromedriver.
+
+    A server that accepts the connection and never answers leaves the navigation pending,
+    and chromedriver then holds every later command (even reading the log) indefinitely.
+    Past the deadline this sends `Page.stopLoading` over a DevTools connection of its own,
+    every second until the capture is done, which releases chromedriver."""
+
+    def __init__(self, driver, deadline: float):
+        super().__init__(daemon=True, name="kesu-capture-watchdog")
+        self.address = (driver.capabilities.get("goog:chromeOptions") or {}).get("debuggerAddress")
+        self.target = driver.current_window_handle if self.address else None
+        self.deadline = deadline
+        self.done = threading.Event()
+        self.fired = 0
+
+    def run(self):
+        if not self.address:
+            return
+        while not self.done.wait(max(0.05, self.deadline - time.monotonic())):
+            try:
+                import websocket
+                ws = websocket.create_connection(f"ws://{self.address}/devtools/page/{self.target}",
+                                                 suppress_origin=True, timeout=5)
+                try:
+                    ws.send(json.dumps({"id": 1, "method": "Page.stopLoading", "params": {}}))
+                    ws.recv()
+                finally:
+                    ws.close()
+                self.fired += 1
+            except Exception:
+                pass
+            self.deadline = time.monotonic() + 1.0
+
+    def cancel(self):
+        self.done.set()
 
 
 # --- the browser ------------------------------------------------------------------------
@@ -421,6 +461,9 @@ class _Session:
                 self.r.redirects.append({"url": prev.url, "status": prev.status, "location": url, "client": True})
             self.main_rid = rid
             self.main_loaded = False
+            # what the previous document still had loading is cancelled with it (Chromium does
+            # not always say so, e.g. for its favicon request): it must not keep the page "busy"
+            self.inflight = {rid}
             self.navigations += 1
             if self.navigations > self.limits.max_redirects:
                 self.main_failed = self.main_failed or "redirect loop"
@@ -527,8 +570,13 @@ class _Session:
 
 
 def capture(url: str, driver=None, limits: Limits | None = None, allow_private: bool = False,
-            resolver=resolve) -> CaptureResult:
-    """Load `url` in Chromium and return everything it fetched, in memory."""
+            resolver=resolve, on_load=None, extract=None) -> CaptureResult:
+    """Load `url` in Chromium and return everything it fetched, in memory.
+
+    `on_load(driver)` runs once the document has loaded, before scrolling (workers.patrol passes
+    age gates and cookie walls there); when it returns something true the page is given time to
+    reload or change, and that value is kept as `result.gate`. `extract(driver) -> dict` runs on
+    the final DOM; its answer is `result.extracted` (the patrol's "next" link)."""
     limits = limits or Limits()
     started = time.monotonic()
     result = CaptureResult(url=url, final_url=url)
@@ -556,7 +604,12 @@ def capture(url: str, driver=None, limits: Limits | None = None, allow_private: 
                     guard.start()
                 except Exception:
                     guard = None
-        _run(driver, url, result, limits, started, allow_private, resolver)
+        watchdog = _Watchdog(driver, started + limits.page_seconds + 0.5)
+        watchdog.start()
+        try:
+            _run(driver, url, result, limits, started, allow_private, resolver, on_load, extract)
+        finally:
+            watchdog.cancel()
     finally:
         if guard is not None:
             result.blocked.extend(guard.blocked)
@@ -575,12 +628,14 @@ def capture(url: str, driver=None, limits: Limits | None = None, allow_private: 
     return result
 
 
-def _run(driver, url, result: CaptureResult, limits: Limits, started: float, allow_private: bool, resolver):
+def _run(driver, url, result: CaptureResult, limits: Limits, started: float, allow_private: bool, resolver,
+         on_load=None, extract=None):
     driver.get_log("performance")                     # forget what an earlier page left behind
     deadline = started + limits.page_seconds
     result.captured_at = datetime.now(timezone.utc)
     s = _Session(driver, result, limits, deadline)
     s.allow_private, s.resolver = allow_private, resolver
+    s.extract = extract
     try:
         driver.get(url)
     except Exception as exc:
@@ -588,6 +643,17 @@ def _run(driver, url, result: CaptureResult, limits: Limits, started: float, all
         return
     # 1. the load event of the main document (or its failure, or a limit)
     s.wait(lambda: s.main_loaded or s.main_failed)
+    # 1b. an age gate or cookie wall: clicked once; the page may reload or change in place
+    if on_load is not None and s.main_loaded and not s.main_failed and not s.over():
+        try:
+            acted = on_load(driver)
+        except Exception:
+            acted = None
+        if acted:
+            result.gate = str(acted)[:200]
+            s.last_activity = time.monotonic()      # a reload starts within this quiet window
+            s.settle(min(0.5, max(0.2, limits.idle_seconds)))
+            s.wait(lambda: s.main_loaded or s.main_failed)
     # 2. scroll one viewport at a time until the page stops growing
     if s.main_loaded and not s.main_failed and not s.over():
         _scroll(driver, s, limits)
@@ -826,6 +892,11 @@ def _artifacts(driver, s: _Session, result: CaptureResult, limits: Limits, main:
                     links.append(href)
         result.links = links
         s.data_urls.extend(scan.get("data", []))
+    if getattr(s, "extract", None) is not None:
+        try:
+            result.extracted = dict(s.extract(driver) or {})
+        except Exception:
+            pass
     if result.html is None:
         try:
             dom = _js(driver, "return document.documentElement ? document.documentElement.outerHTML : '';")

@@ -257,7 +257,9 @@ def _driver_alive(driver) -> bool:
 
 
 def _browser(settings):
-    extra = [f"--proxy-server={settings.crawl_proxy}"] if settings.crawl_proxy else []
+    # With a proxy, everything goes through it (loopback too: production never crawls loopback,
+    # and tests can see the proxy carry the fixture sites' traffic).
+    extra = [f"--proxy-server={settings.crawl_proxy}", "--proxy-bypass-list=<-loopback>"] if settings.crawl_proxy else []
     return cap.open_browser(cap.Limits.from_settings(settings), extra_args=extra)
 
 

@@ -4,14 +4,16 @@ Everything here lives only in the memory of the matcher process (workers/match.p
 is logged, written or sent anywhere. Signals come in as the §6.3 payload dicts of a case and
 go out of memory when the case is removed.
 
-- **PDQ**: a FAISS multi-index hashing index (`IndexBinaryMultiHash`, 16 tables of 16 bits,
-  one bit flip per table at query time). Two 256-bit hashes within 31 bits differ in at most
-  one bit of at least one of the 16 blocks (pigeonhole: 16 x 2 = 32 > 31), so the range
-  search finds every hash within 31 bits: full recall, verified against a numpy brute force
-  in tests/test_index.py and bench/bench_pdq_index.py. The hashes sit in shards of 131,072
-  (one FAISS index each) so that a withdrawal rebuilds one shard, not everything (FAISS's
-  multi-hash index cannot delete). Registered hashes with quality < 50
-  are not indexed, query hashes with quality < 50 are not asked (Meta's PDQ rule).
+- **PDQ**: numpy multi-index hashing (`PDQIndex`). Each large segment of hashes has 11
+  tables over disjoint sets of up to 23 bits each, probed within 2 bit flips: if two 256-bit
+  hashes are within 31 bits, the per-table distances sum to at most 31 < 11 x 3, so some table
+  is within 2 flips (pigeonhole) and the range search finds every hash within 31 bits: full
+  recall, with exact distances from a popcount over the candidates. Smaller segments use 16
+  tables of 16 bits within 1 flip (16 x 2 = 32 > 31), the smallest are scanned. Verified
+  against a numpy brute force in tests/test_index.py and bench/bench_pdq_index.py. Tables
+  are flat arrays (bucket offsets + row numbers), codes one contiguous array, owners and
+  cases int arrays: about 130 bytes a hash at 10M. Registered hashes with quality < 50 are
+  not indexed, query hashes with quality < 50 are not asked (Meta's PDQ rule).
 - **Exact hashes**: a dict per type (sha256, md5) from hash to the (case, item) holding it.
 - **vPDQ**: every distinct frame hash (quality >= 50) of every registered video goes into a
   second PDQ index; a query video's frames find candidate videos there, and each candidate
@@ -23,12 +25,15 @@ go out of memory when the case is removed.
   search at FACE_THRESHOLD (see its comment for the calibration).
 
 Removal is immediate: when `remove_case` returns, no query finds the case and its codes are
-out of the index's memory (the PDQ shards that held them are rebuilt from the remaining
-entries, the face index removes its rows in place, the dicts drop them).
+out of the index's memory (the PDQ rows are zeroed in place, their table entries unlinked and
+marked dead, and a segment more than a quarter dead is rebuilt without them; the face index
+removes its rows in place, the dicts drop them).
 """
 from __future__ import annotations
 
+import itertools
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import faiss
@@ -52,7 +57,19 @@ VPDQ_SHARE = 0.8              # both sides: this share of frames within PDQ_THRE
 FACE_THRESHOLD = 0.45
 FACE_DIM = 128
 
-_MH_TABLES, _MH_BITS, _MH_FLIPS = 16, 16, 1
+# Multi-index hashing layouts (tables, bits per table, bit flips probed per table). The tables
+# take disjoint sets of the hash's bits; if two hashes are within d bits, the per-table distances
+# sum to at most d, so when tables * (flips + 1) > d some table is within `flips` bits: probing
+# every key within `flips` bits in every table finds every hash within d (pigeonhole). Bits left
+# out of every table (11 x 23 = 253 < 256) only make the sum smaller, so the bound still holds.
+#   16 x 16 bits, 1 flip: 16 * 2 = 32 > 31; 272 probes a query, ~S/240 candidates (small segments)
+#   11 x b bits (b <= 23), 2 flips: 11 * 3 = 33 > 31; 11 * (1 + b + b(b-1)/2) probes (3,047 at
+#   b = 23), ~probes * S / 2**b candidates (3,600 at 10M): the large segments.
+_SMALL_LAYOUT = (16, 16, 1)
+_LARGE_TABLES, _LARGE_FLIPS, _LARGE_MAX_BITS = 11, 2, 23
+_BRUTE_BELOW = 8192            # segments smaller than this are scanned, not hashed
+_OFFSETS_BYTES_PER_ROW = 96    # memory allowed for a segment's bucket offsets, per hash
+_DECORRELATE_FROM = 50_000     # segments this large choose their tables' bits from the data
 
 
 def hex_to_code(hex64: str) -> np.ndarray:
@@ -76,92 +93,430 @@ def hamming_brute(queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return out
 
 
-class _Shard:
-    __slots__ = ("index", "chunks", "owners")
+def _table_keys(codes: np.ndarray, cols: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
+    """(n, tables) int64 keys: for table t, the code's bits cols[t] (bit 0 = the hex's most
+    significant bit), the first of them the key's most significant bit."""
+    tables, bits = cols.shape
+    if len(codes) > 4096:
+        return _table_keys_lut(codes, cols)
+    nbytes = -(-bits // 8)
+    out = np.empty((len(codes), tables), np.int64)
+    for at in range(0, len(codes), chunk):
+        part = np.unpackbits(codes[at:at + chunk], axis=1)[:, cols.ravel()].reshape(-1, tables, bits)
+        packed = np.packbits(part, axis=2).astype(np.int64)          # (k, tables, nbytes)
+        acc = packed[:, :, 0]
+        for j in range(1, nbytes):
+            acc = (acc << 8) | packed[:, :, j]
+        out[at:at + chunk] = acc >> (8 * nbytes - bits)
+    return out
 
-    def __init__(self, index):
-        self.index = index
-        self.chunks: list[np.ndarray] = []
-        self.owners: list = []
+
+def _table_keys_lut(codes: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """_table_keys for many codes: per table, OR of a 256-entry lookup per source byte."""
+    tables, bits = cols.shape
+    values = np.arange(256)
+    out = np.empty((len(codes), tables), np.int64)
+    for t in range(tables):
+        acc = np.zeros(len(codes), np.int32)
+        for byte in np.unique(cols[t] >> 3).tolist():
+            lut = np.zeros(256, np.int32)
+            for pos, c in enumerate(cols[t].tolist()):
+                if c >> 3 == byte:
+                    lut |= ((values >> (7 - (c & 7))) & 1) << (bits - 1 - pos)
+            acc |= np.take(lut, codes[:, byte])
+        out[:, t] = acc
+    return out
+
+
+def _columns(codes: np.ndarray, tables: int, bits: int, sample: int = 1 << 16) -> np.ndarray:
+    """Which bits each table takes (disjoint sets, so the pigeonhole bound holds).
+
+    Correlated bits in one table crowd its buckets (more candidates a query); PDQ bits are
+    correlated. From a sample of the segment's codes, bits are dealt one by one, least
+    correlated first, each to the table where it adds the least squared correlation; the
+    256 - tables * bits most correlated bits are left out. Small segments take bits in order."""
+    if len(codes) < _DECORRELATE_FROM or tables * bits >= PDQ_BITS:
+        return np.arange(tables * bits).reshape(tables, bits)
+    rows = np.random.default_rng(0).choice(len(codes), min(sample, len(codes)), replace=False)
+    b = np.unpackbits(codes[np.sort(rows)], axis=1).astype(np.float32) * 2 - 1
+    b -= b.mean(axis=0)
+    sd = np.sqrt((b * b).mean(axis=0)) + 1e-6
+    corr2 = ((b.T @ b) / len(b) / sd[:, None] / sd[None, :]) ** 2
+    np.fill_diagonal(corr2, 0)
+    load = np.zeros((tables, PDQ_BITS))         # load[t, j]: squared correlation of bit j with table t
+    cols = [[] for _ in range(tables)]
+    for bit in np.argsort(corr2.sum(axis=1), kind="stable"):
+        open_ = [t for t in range(tables) if len(cols[t]) < bits]
+        if not open_:
+            break
+        t = min(open_, key=lambda t: (load[t, bit], len(cols[t])))
+        cols[t].append(int(bit))
+        load[t] += corr2[bit]
+    return np.array([sorted(c) for c in cols])
+
+
+def _flip_masks(bits: int, flips: int) -> np.ndarray:
+    out = [0]
+    for k in range(1, flips + 1):
+        out.extend(sum(1 << i for i in c) for c in itertools.combinations(range(bits), k))
+    return np.asarray(out, np.int64)
+
+
+def _popcount4(x: np.ndarray) -> np.ndarray:
+    """Row sums of popcounts of an (n, 4) uint64 array, as uint16 (up to 256)."""
+    bc = np.bitwise_count(x)
+    d = np.add(bc[:, 0], bc[:, 1], dtype=np.uint16)
+    d += bc[:, 2]
+    d += bc[:, 3]
+    return d
+
+
+def _choose_layout(n: int):
+    """The cheapest exact layout for a segment of n hashes (None: scan it), by probes plus
+    1.5 x expected candidates on uniform hashes, within the offsets memory allowance."""
+    if n < _BRUTE_BELOW:
+        return None
+    tables, bits, flips = _SMALL_LAYOUT
+    probes = tables * len(_flip_masks(bits, flips))
+    best, best_cost = _SMALL_LAYOUT, probes + 1.5 * probes * n / 2 ** bits
+    for bits in range(16, _LARGE_MAX_BITS + 1):
+        if _LARGE_TABLES * (4 << bits) > _OFFSETS_BYTES_PER_ROW * n:
+            break
+        probes = _LARGE_TABLES * (1 + bits + bits * (bits - 1) // 2)
+        cost = probes + 1.5 * probes * n / 2 ** bits
+        if cost < best_cost:
+            best, best_cost = (_LARGE_TABLES, bits, _LARGE_FLIPS), cost
+    return best
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    if threads not in _pools:
+        _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="pdq-search")
+    return _pools[threads]
+
+
+class _Segment:
+    """An immutable set of hashes with their multi-index tables; rows die in place.
+
+    c64 has one extra all-zero row at the end (row n, never alive): removed rows' table entries
+    are pointed at it, so no table still links to a withdrawn hash."""
+
+    def __init__(self, codes: np.ndarray, labels: np.ndarray, groups: np.ndarray, layout="auto"):
+        n = len(codes)
+        self.n = n
+        self.c64 = np.zeros((n + 1, 4), np.uint64)
+        self.c64[:n] = np.ascontiguousarray(codes).view(np.uint64).reshape(-1, 4)
+        self.labels = np.ascontiguousarray(labels, dtype=np.int64)
+        self.groups = np.ascontiguousarray(groups, dtype=np.int64)
+        self.alive = np.ones(n + 1, bool)
+        self.alive[n] = False
+        self.dead = 0
+        self.layout = _choose_layout(n) if layout == "auto" else layout
+        self.off = self.ids = self.cols = None
+        if self.layout is None:
+            return
+        tables, bits, flips = self.layout
+        if tables * bits > PDQ_BITS:
+            raise ValueError("tables * bits must fit in 256 bits")
+        self.cols = _columns(codes, tables, bits)
+        self.off = np.zeros((tables << bits) + 1, np.int32 if tables * n < 2 ** 31 else np.int64)
+        self.ids = np.empty(tables * n, np.int32)
+        keys = np.empty((tables, n), np.int32)
+        for at in range(0, n, 1 << 18):
+            keys[:, at:at + (1 << 18)] = _table_keys(codes[at:at + (1 << 18)], self.cols).T
+        for t in range(tables):
+            self.ids[t * n:(t + 1) * n] = np.argsort(keys[t])
+            np.cumsum(np.bincount(keys[t], minlength=1 << bits), out=self.off[(t << bits) + 1:((t + 1) << bits) + 1])
+            self.off[(t << bits) + 1:((t + 1) << bits) + 1] += t * n
+        masks = _flip_masks(bits, flips)
+        # probe (t, j) of a query: key (t << bits) | (the query's bits of table t ^ mask j)
+        self.probe = (np.arange(tables, dtype=np.int64)[:, None] << bits) | masks[None, :]
+
+    def live(self) -> int:
+        return self.n - self.dead
+
+    def exact_within(self, threshold: int) -> bool:
+        tables, _, flips = self.layout
+        return tables * (flips + 1) > threshold
+
+    def search(self, q64: np.ndarray, q8: np.ndarray, threshold: int):
+        """(query rows, segment rows, distances) of live hashes within threshold."""
+        nq = len(q64)
+        if self.layout is None or not self.exact_within(threshold):
+            qi, rows, d = [], [], []
+            for i in range(nq):
+                dist = _popcount4(self.c64 ^ q64[i])
+                hit = np.flatnonzero((dist <= threshold) & self.alive)
+                qi.append(np.full(len(hit), i, np.int64))
+                rows.append(hit)
+                d.append(dist[hit])
+            return np.concatenate(qi), np.concatenate(rows), np.concatenate(d)
+        tables, bits, _ = self.layout
+        base = _table_keys(q8, self.cols)
+        keys = (base[:, :, None] ^ self.probe[None, :, :]).ravel()
+        start = np.take(self.off, keys)
+        length = np.take(self.off, keys + 1) - start
+        nz = np.flatnonzero(length)
+        start, length = start[nz], length[nz]
+        total = int(length.sum())
+        if total == 0:
+            e = np.zeros(0, np.int64)
+            return e, e, np.zeros(0, np.uint16)
+        ends = np.cumsum(length)
+        pos = np.arange(total, dtype=np.int64) - np.repeat(ends - length - start, length)
+        rows = np.take(self.ids, pos)
+        x = np.take(self.c64, rows, axis=0)
+        if nq == 1:
+            x ^= q64[0]
+            qi = None
+        else:
+            qi = np.repeat(nz // self.probe.size, length)
+            x ^= np.take(q64, qi, axis=0)
+        dist = _popcount4(x)
+        hit = np.flatnonzero(dist <= threshold)
+        rows, dist = rows[hit], dist[hit]
+        qi = np.zeros(len(hit), np.int64) if qi is None else qi[hit]
+        keep = np.take(self.alive, rows)
+        qi, rows, dist = qi[keep], rows[keep], dist[keep]
+        # a hash close to the query in several tables comes once per table: keep one
+        if len(rows) > 1:
+            _, first = np.unique(qi * (self.n + 1) + rows, return_index=True)
+            qi, rows, dist = qi[first], rows[first], dist[first]
+        return qi, rows.astype(np.int64), dist
+
+    def kill(self, rows: np.ndarray) -> None:
+        """Withdraw rows now: blank their table entries, zero their codes, mark them dead."""
+        rows = np.unique(rows[self.alive[rows]])
+        if not len(rows):
+            return
+        if self.layout is not None:
+            tables, bits, _ = self.layout
+            all_keys = _table_keys(self.c64[rows].view(np.uint8).reshape(-1, PDQ_BITS // 8), self.cols)
+            for t in range(tables):
+                keys = all_keys[:, t] + (t << bits)
+                start = self.off[keys].astype(np.int64)
+                length = self.off[keys + 1] - start
+                ends = np.cumsum(length)
+                pos = np.arange(int(ends[-1])) - np.repeat(ends - length - start, length)
+                pos = pos[np.isin(self.ids[pos], rows)]
+                self.ids[pos] = self.n
+        self.c64[rows] = 0
+        self.alive[rows] = False
+        self.groups[rows] = -1
+        self.dead += len(rows)
 
 
 class PDQIndex:
-    """Binary hashes with an owner each; range search within PDQ_THRESHOLD, full recall.
+    """256-bit hashes with an owner each; exact range search (full recall) at PDQ_THRESHOLD.
 
-    The hashes live in shards of at most SHARD_SIZE, each its own FAISS index. FAISS's
-    multi-hash index cannot delete, so removing a case rebuilds only the shards that held
-    its hashes (a tenth of a 1M index at most per shard, instead of all of it)."""
+    Layout: segments, each an immutable block of hashes (contiguous codes, owner label and group
+    as numpy arrays) with its multi-index hash tables as flat CSR arrays (bucket offsets + row
+    ids), plus a small tail of recent additions that queries scan. When the tail reaches
+    TAIL_SIZE it becomes a segment, and segments of similar size merge (a binary counter: at
+    most log2(n / TAIL_SIZE) segments, each hash rebuilt log2 times in all). A bulk add becomes
+    one segment at once. Removal is in place: the rows' codes are zeroed, their table entries
+    blanked and they are marked dead at once; a segment more than a quarter dead is rebuilt
+    without them (merges drop dead rows too).
 
-    SHARD_SIZE = 1 << 17
+    Owners: either hashable objects (interned: each distinct owner stored once, rows hold its
+    number) or an integer numpy array (stored as is). `groups` (an int per hash, e.g. the case
+    id) lets `drop_group` remove a case's hashes without looking at owners.
 
-    def __init__(self, kind: str = "multihash", shard_size: int | None = None):
+    Not thread-safe by itself: `Index` serialises access with its lock."""
+
+    TAIL_SIZE = 2048
+    THREADS = 2                   # threads for a batch of >= 64 queries (the issue's two cores)
+    BATCH = 256                   # queries searched together
+
+    def __init__(self, kind: str = "mih", shard_size: int | None = None, layout="auto"):
+        # kind and shard_size are accepted for compatibility with the former FAISS shards.
         self.kind = kind
-        self.shard_size = shard_size or self.SHARD_SIZE
-        self._shards: list[_Shard] = []
-
-    def _empty(self):
-        if self.kind == "multihash":
-            idx = faiss.IndexBinaryMultiHash(PDQ_BITS, _MH_TABLES, _MH_BITS)
-            idx.nflip = _MH_FLIPS
-            return idx
-        if self.kind == "flat":
-            return faiss.IndexBinaryFlat(PDQ_BITS)
-        raise ValueError(self.kind)
+        self._layout = layout
+        self._segments: list[_Segment] = []
+        self._tail: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._tail_n = 0
+        self._tail_seg: _Segment | None = None
+        self._objects: list | None = None        # interned owners (None: integer owners)
+        self._object_ids: dict = {}
+        self._int_owners: bool | None = None
+        self.threads = self.THREADS
 
     def __len__(self) -> int:
-        return sum(len(sh.owners) for sh in self._shards)
+        return sum(s.live() for s in self._segments) + self._tail_n
 
-    def add(self, codes: np.ndarray, owners: list) -> None:
+    # --- owners ---------------------------------------------------------------------------
+    def _labels(self, owners) -> np.ndarray:
+        if isinstance(owners, np.ndarray) and owners.dtype.kind in "iu":
+            if self._int_owners is False:
+                raise ValueError("this index holds object owners")
+            self._int_owners = True
+            return owners.astype(np.int64)
+        if self._int_owners is True:
+            raise ValueError("this index holds integer owners")
+        self._int_owners = False
+        if self._objects is None:
+            self._objects = []
+        out = np.empty(len(owners), np.int64)
+        ids, objs = self._object_ids, self._objects
+        for i, o in enumerate(owners):
+            j = ids.get(o)
+            if j is None:
+                j = ids[o] = len(objs)
+                objs.append(o)
+            out[i] = j
+        return out
+
+    def owner(self, label: int):
+        return int(label) if self._int_owners else self._objects[label]
+
+    # --- building -------------------------------------------------------------------------
+    def add(self, codes: np.ndarray, owners, groups=None) -> None:
         codes = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1, PDQ_BITS // 8)
         if len(codes) != len(owners):
             raise ValueError("one owner per hash")
-        start = 0
-        while start < len(codes):
-            if not self._shards or len(self._shards[-1].owners) >= self.shard_size:
-                self._shards.append(_Shard(self._empty()))
-            shard = self._shards[-1]
-            take = min(len(codes) - start, self.shard_size - len(shard.owners))
-            part = codes[start:start + take]
-            shard.index.add(part)
-            shard.chunks.append(part)
-            shard.owners.extend(owners[start:start + take])
-            start += take
+        if not len(codes):
+            return
+        labels = self._labels(owners)
+        groups = np.full(len(codes), -1, np.int64) if groups is None else \
+            np.broadcast_to(np.asarray(groups, np.int64), (len(codes),)).copy()
+        if not self._tail and len(codes) >= self.TAIL_SIZE:       # a bulk load: one segment now
+            self._segments.append(_Segment(codes, labels, groups, layout=self._layout))
+            self._merge()
+            return
+        self._tail.append((codes.copy(), labels, groups))
+        self._tail_n += len(codes)
+        self._tail_seg = None
+        if self._tail_n >= self.TAIL_SIZE:
+            self._seal()
+
+    def _tail_arrays(self):
+        if len(self._tail) == 1:
+            return self._tail[0]
+        codes = np.concatenate([c for c, _, _ in self._tail])
+        return codes, np.concatenate([l for _, l, _ in self._tail]), np.concatenate([g for _, _, g in self._tail])
+
+    def _seal(self) -> None:
+        self._segments.append(_Segment(*self._tail_arrays(), layout=self._layout))
+        self._tail, self._tail_n, self._tail_seg = [], 0, None
+        self._merge()
+
+    def compact(self) -> None:
+        """Merge every segment and the tail into one segment without dead rows: after a bulk
+        load case by case (which leaves up to log2(n / TAIL_SIZE) segments), queries then
+        probe one set of tables. Takes about as long as building the index at once."""
+        if self._tail_n:
+            self._segments.append(_Segment(*self._tail_arrays(), layout=None))
+            self._tail, self._tail_n, self._tail_seg = [], 0, None
+        if len(self._segments) > 1 or any(s.dead for s in self._segments):
+            self._segments = [self._rebuild(self._segments)]
+
+    def _merge(self) -> None:
+        while len(self._segments) >= 2 and self._segments[-2].live() <= self._segments[-1].live():
+            b = self._segments.pop()
+            a = self._segments.pop()
+            self._segments.append(self._rebuild([a, b]))
+
+    def _rebuild(self, segs: list[_Segment]) -> _Segment:
+        parts = [(s.c64[:s.n][s.alive[:s.n]], s.labels[s.alive[:s.n]], s.groups[s.alive[:s.n]]) for s in segs]
+        codes = np.concatenate([p[0] for p in parts]).view(np.uint8).reshape(-1, PDQ_BITS // 8)
+        return _Segment(codes, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]),
+                        layout=self._layout)
+
+    def _remove(self, seg_rows, tail_keep) -> int:
+        removed = 0
+        for seg, rows in seg_rows:
+            before = seg.dead
+            seg.kill(rows)
+            removed += seg.dead - before
+        if tail_keep is not None:
+            codes, labels, groups = self._tail_arrays()
+            removed += int((~tail_keep).sum())
+            at = 0
+            for chunk, _, _ in self._tail:       # zero the withdrawn codes where they lay
+                chunk[~tail_keep[at:at + len(chunk)]] = 0
+                at += len(chunk)
+            if self._tail_seg is not None:       # and the scan copy of the tail
+                self._tail_seg.c64[:] = 0
+            self._tail = [(codes[tail_keep], labels[tail_keep], groups[tail_keep])] if tail_keep.any() else []
+            self._tail_n = int(tail_keep.sum())
+            self._tail_seg = None
+        segs = []
+        for seg in self._segments:
+            if seg.live() == 0:
+                continue
+            segs.append(self._rebuild([seg]) if seg.dead * 4 > seg.n else seg)
+        self._segments = segs
+        return removed
+
+    def drop_group(self, group: int) -> int:
+        """Remove every hash of a group (a case) at once; returns how many."""
+        seg_rows = [(s, np.flatnonzero(s.groups == group)) for s in self._segments]
+        tail_keep = None
+        if self._tail_n:
+            tail_keep = np.concatenate([g for _, _, g in self._tail]) != group
+            if tail_keep.all():
+                tail_keep = None
+        return self._remove([(s, r) for s, r in seg_rows if len(r)], tail_keep)
 
     def keep(self, predicate) -> int:
-        """Keep only rows whose owner satisfies predicate (rebuilding the shards that lose rows)."""
-        removed = 0
-        for shard in self._shards:
-            if not shard.owners:
-                continue
-            mask = np.fromiter((bool(predicate(o)) for o in shard.owners), dtype=bool, count=len(shard.owners))
-            gone = int((~mask).sum())
-            if not gone:
-                continue
-            removed += gone
-            codes = np.concatenate(shard.chunks)[mask]
-            shard.owners = [o for o, k in zip(shard.owners, mask) if k]
-            shard.chunks = [codes] if len(codes) else []
-            shard.index = self._empty()
-            if len(codes):
-                shard.index.add(codes)
-        self._shards = [sh for sh in self._shards if sh.owners] or []
-        return removed
+        """Keep only hashes whose owner satisfies predicate (each distinct owner asked once)."""
+        def doomed(labels):
+            uniq = np.unique(labels)
+            bad = np.fromiter((not predicate(self.owner(u)) for u in uniq.tolist()), bool, len(uniq))
+            return np.isin(labels, uniq[bad])
+        seg_rows = [(s, np.flatnonzero(doomed(s.labels) & s.alive[:s.n])) for s in self._segments]
+        tail_keep = None
+        if self._tail_n:
+            tail_keep = ~doomed(np.concatenate([l for _, l, _ in self._tail]))
+            if tail_keep.all():
+                tail_keep = None
+        return self._remove([(s, r) for s, r in seg_rows if len(r)], tail_keep)
+
+    # --- querying -------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, threshold: int = PDQ_THRESHOLD):
+        """Every indexed hash within threshold of each query, as numpy arrays (query row, owner
+        label, group, distance), ordered by query, then by age of the hash (oldest first)."""
+        queries = np.ascontiguousarray(queries, dtype=np.uint8).reshape(-1, PDQ_BITS // 8)
+        q64 = queries.view(np.uint64).reshape(-1, 4)
+        segs = list(self._segments)
+        if self._tail_n:
+            if self._tail_seg is None:
+                self._tail_seg = _Segment(*self._tail_arrays(), layout=None)
+            segs.append(self._tail_seg)
+        if not segs or len(queries) == 0:
+            e = np.zeros(0, np.int64)
+            return e, e, e, np.zeros(0, np.int32)
+        nq = len(queries)
+        threads = max(1, min(self.threads, nq // 32))
+        step = min(self.BATCH, -(-nq // threads))        # bounds the candidate arrays
+        jobs = [(k, at) for k in range(len(segs)) for at in range(0, nq, step)]
+
+        def one(job):
+            k, at = job
+            seg = segs[k]
+            i, rows, d = seg.search(q64[at:at + step], queries[at:at + step], threshold)
+            return i + at, seg.labels[rows], seg.groups[rows], d.astype(np.int32), rows + (k << 40)
+
+        if threads > 1 and len(jobs) > 1:
+            # numpy lets go of the GIL in its loops: the read-only searches run side by side
+            parts = list(_pool(threads).map(one, jobs))
+        else:
+            parts = [one(j) for j in jobs]
+        qi, lab, grp, dist, order = zip(*parts)
+        qi, order = np.concatenate(qi), np.concatenate(order)
+        s = np.lexsort((order, qi))
+        return qi[s], np.concatenate(lab)[s], np.concatenate(grp)[s], np.concatenate(dist)[s]
 
     def range(self, queries: np.ndarray, threshold: int = PDQ_THRESHOLD):
         """For each query row, [(owner, distance)] of every indexed hash within threshold."""
         queries = np.ascontiguousarray(queries, dtype=np.uint8).reshape(-1, PDQ_BITS // 8)
         out = [[] for _ in range(len(queries))]
-        if len(queries) == 0:
-            return out
-        for shard in self._shards:
-            if not shard.owners:
-                continue
-            # FAISS binary range search returns distances strictly below the radius.
-            lims, dist, ids = shard.index.range_search(queries, threshold + 1)
-            owners = shard.owners
-            for i in range(len(queries)):
-                for j in range(lims[i], lims[i + 1]):
-                    out[i].append((owners[ids[j]], int(dist[j])))
+        qi, lab, _, dist = self.search(queries, threshold)
+        for i, l, d in zip(qi.tolist(), lab.tolist(), dist.tolist()):
+            out[i].append((self.owner(l), d))
         return out
 
 
@@ -241,7 +596,7 @@ class Index:
                         counts["skipped"] += 1
                         continue
                     pdq_hex.append(sig["hash"].lower())
-                    pdq_own.append((case_id, item, sig.get("variant", "full")))
+                    pdq_own.append((item, sig.get("variant", "full")))
                 elif t in ("sha256", "md5"):
                     self.exact[t].setdefault(sig["hash"].lower(), set()).add((case_id, item))
                     self._exact_of.setdefault(case_id, set()).add((t, sig["hash"].lower()))
@@ -254,7 +609,7 @@ class Index:
                     self._next_video += 1
                     codes = codes_of(hexes)
                     self.videos[vid] = _Video(case_id, item, codes)
-                    self.frames.add(codes, [(case_id, vid)] * len(codes))
+                    self.frames.add(codes, np.full(len(codes), vid, np.int64), groups=case_id)
                 elif t == "face":
                     face_vec.append(np.asarray(sig["descriptor"], dtype=np.float32))
                     face_own.append((case_id, item))
@@ -262,7 +617,7 @@ class Index:
                     counts["skipped"] += 1
                     continue
                 counts[t] += 1
-            self.pdq.add(codes_of(pdq_hex), pdq_own)
+            self.pdq.add(codes_of(pdq_hex), pdq_own, groups=case_id)
             if face_vec:
                 self.faces.add(np.stack(face_vec), face_own)
             self.cases[case_id] = counts
@@ -272,8 +627,8 @@ class Index:
         """Forget a case at once: no query returns it after this returns."""
         with self._lock:
             known = self.cases.pop(case_id, None) is not None
-            self.pdq.keep(lambda o: o[0] != case_id)
-            self.frames.keep(lambda o: o[0] != case_id)
+            self.pdq.drop_group(case_id)
+            self.frames.drop_group(case_id)
             self.faces.remove(lambda o: o[0] == case_id)
             for t, h in self._exact_of.pop(case_id, ()):
                 owners = {o for o in self.exact[t].get(h, ()) if o[0] != case_id}
@@ -284,6 +639,12 @@ class Index:
             for vid in [v for v, video in self.videos.items() if video.case == case_id]:
                 del self.videos[vid]
             return known
+
+    def compact(self) -> None:
+        """Rebuild the PDQ and frame indexes as one segment each (e.g. after a full refresh)."""
+        with self._lock:
+            self.pdq.compact()
+            self.frames.compact()
 
     def case_ids(self) -> set[int]:
         with self._lock:
@@ -320,11 +681,11 @@ class Index:
 
             pdqs = [p for p in media.get("pdq") or [] if int(p.get("quality", 0)) >= PDQ_MIN_QUALITY]
             if pdqs and len(self.pdq):
-                hits = self.pdq.range(codes_of([p["hash"].lower() for p in pdqs]))
-                for p, found in zip(pdqs, hits):
-                    for (case, item, variant), d in found:
-                        offer({"case": case, "kind": "pdq", "distance": int(d), "item": item,
-                               "variant": variant, "query_variant": p.get("variant", "full")})
+                qi, labels, groups, dist = self.pdq.search(codes_of([p["hash"].lower() for p in pdqs]))
+                for i, label, case, d in zip(qi.tolist(), labels.tolist(), groups.tolist(), dist.tolist()):
+                    item, variant = self.pdq.owner(label)
+                    offer({"case": case, "kind": "pdq", "distance": d, "item": item,
+                           "variant": variant, "query_variant": pdqs[i].get("variant", "full")})
 
             frames = media.get("vpdq") or []
             if frames and len(self.frames):
@@ -342,12 +703,11 @@ class Index:
         if not hexes:
             return []
         q = codes_of(hexes)
-        hits = self.frames.range(q)
+        qis, vids, _, dists = self.frames.search(q)
         per_video: dict[int, dict[int, int]] = {}        # video -> query row -> best distance
-        for qi, found in enumerate(hits):
-            for (_, vid), d in found:
-                seen = per_video.setdefault(vid, {})
-                seen[qi] = min(d, seen.get(qi, 999))
+        for qi, vid, d in zip(qis.tolist(), vids.tolist(), dists.tolist()):
+            seen = per_video.setdefault(vid, {})
+            seen[qi] = min(d, seen.get(qi, 999))
         out = []
         for vid, seen in per_video.items():
             query_share = len(seen) / len(q)

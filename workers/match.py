@@ -110,6 +110,8 @@ def refresh(instance=None) -> dict:
                 _index.add_case(case_id, case_signals(instance, case_id))
                 _counts[case_id] = n
                 added += 1
+        if added > 1:
+            _index.compact()      # many cases loaded one by one: one segment queries fastest
         _checked_at = time.monotonic()
         if added or removed:
             log.info("index refreshed: %d case(s) added or updated, %d removed", added, removed)
