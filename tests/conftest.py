@@ -180,3 +180,24 @@ def kesu_cli(*args, env=None, input=None, timeout=120):
     exe = Path(sys.executable).with_name("kesu")
     return subprocess.run([str(exe), *args], input=input, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def csrf(client, path):
+    """The CSRF token of the form on a page (Flask test client)."""
+    import re
+    html = client.get(path).get_data(as_text=True)
+    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html).group(1)
+
+
+def staff_client(instance, role="staff", address="staff@example.org"):
+    """A Flask test client of the back office, logged in with password + TOTP."""
+    import pyotp
+
+    from backoffice import accounts, create_app
+    password = "correct horse battery staple"
+    secret = accounts.add(instance, address, password, role)
+    client = create_app(instance).test_client()
+    r = client.post("/login", data={"email": address, "password": password, "code": pyotp.TOTP(secret).now(),
+                                    "csrf_token": csrf(client, "/login?lang=en")})
+    assert r.status_code == 302, r.get_data(as_text=True)[:300]
+    return client

@@ -4,17 +4,15 @@ path, and becomes one takedown item of the case (idempotent per case and URL).""
 import hashlib
 import io
 import json
-import re
 import time
 import uuid
 
 import numpy as np
-import pyotp
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 from sqlalchemy import func, select
 
-from conftest import make_instance
+from conftest import csrf, make_instance, staff_client
 from crypto.sealing import seal
 from store import cases
 from store.models import AuditEntry, Case, CrawlJob, Match, Media, Takedown
@@ -53,27 +51,6 @@ def new_case(instance, data: bytes) -> int:
     _, _, case_id, sub_id = cases.create_case(instance, key_id, sealed)
     assert take_in_submission(instance, sub_id)["status"] == "taken_in"
     return case_id
-
-
-def staff_client(inst, role="staff", address="staff@example.org"):
-    from backoffice import accounts, create_app
-    secret = accounts.add(inst, address, "correct horse battery staple", role)
-    app = create_app(inst)
-    if "manual" not in app.blueprints:          # until the lead registers it in create_app
-        from backoffice.manual import bp
-        app.register_blueprint(bp)
-    client = app.test_client()
-    html = client.get("/login?lang=en").get_data(as_text=True)
-    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html).group(1)
-    r = client.post("/login", data={"email": address, "password": "correct horse battery staple",
-                                    "code": pyotp.TOTP(secret).now(), "csrf_token": token})
-    assert r.status_code == 302, r.get_data(as_text=True)[:300]
-    return client
-
-
-def csrf(client, path):
-    html = client.get(path).get_data(as_text=True)
-    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html).group(1)
 
 
 def wait_jobs(inst, case_id, n, timeout=120):

@@ -14,7 +14,7 @@ import pyotp
 import pytest
 from sqlalchemy import select
 
-from conftest import TEST_PASSPHRASE, kesu_cli, make_instance
+from conftest import TEST_PASSPHRASE, csrf, kesu_cli, make_instance, staff_client
 from store.models import Capture, Domain, Match, Media, Notice, Schedule, Takedown, TakedownEvent, utcnow
 from takedown_helpers import make_case, make_domain, make_takedown
 from workers import context, notify, predict, recheck, schedule
@@ -101,24 +101,6 @@ def worker_env(inst, redis_url, smtp):
             "KESU_REDIS_URL": redis_url, "KESU_KEY_PASSPHRASE": TEST_PASSPHRASE,
             "KESU_SMTP_HOST": "127.0.0.1", "KESU_SMTP_PORT": str(smtp.port), "KESU_CRAWL_ALLOW_PRIVATE": "1",
             **{f"KESU_{k.upper()}": v for k, v in ORG.items()}}
-
-
-def staff_client(inst, role="staff", address="staff@example.org"):
-    from backoffice import accounts, create_app
-    secret = accounts.add(inst, address, "correct horse battery staple", role)
-    app = create_app(inst)
-    client = app.test_client()
-    html = client.get("/login?lang=en").get_data(as_text=True)
-    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html).group(1)
-    r = client.post("/login", data={"email": address, "password": "correct horse battery staple",
-                                    "code": pyotp.TOTP(secret).now(), "csrf_token": token})
-    assert r.status_code == 302, r.get_data(as_text=True)[:300]
-    return client
-
-
-def csrf(client, path):
-    html = client.get(path).get_data(as_text=True)
-    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html).group(1)
 
 
 def parse(raw: bytes):
