@@ -110,7 +110,7 @@ def crawl_command(url, depth, wait):
 
 @click.group("evidence")
 def evidence_group():
-    """Evidence files: verify an export, export one capture."""
+    """Evidence: the case PDF for lawyers, one capture's files, verification."""
 
 
 def _known_verify_key():
