@@ -6,13 +6,12 @@ import hashlib
 import io
 import json
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image, ImageDraw, ImageFilter
 from sqlalchemy import select
 
 from conftest import TEST_PASSPHRASE, make_instance
+from pipeline import picture
 from crypto.sealing import seal
 from store import cases
 from store.models import AuditEntry, Case, Item, Signal
@@ -26,20 +25,6 @@ def fresh_matcher():
     match.reset()
     yield
     match.reset()
-
-
-def picture(seed: int, size=(360, 280)) -> bytes:
-    rng = np.random.default_rng(seed)
-    img = Image.new("RGB", size, tuple(int(v) for v in rng.integers(0, 255, 3)))
-    d = ImageDraw.Draw(img)
-    for _ in range(25):
-        x, y = int(rng.integers(0, size[0])), int(rng.integers(0, size[1]))
-        w, h = int(rng.integers(20, 150)), int(rng.integers(20, 150))
-        (d.ellipse if rng.random() < 0.5 else d.rectangle)([x, y, x + w, y + h],
-                                                           fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
-    buf = io.BytesIO()
-    img.filter(ImageFilter.GaussianBlur(1)).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
 
 
 def registered(data: bytes, item: str) -> list[dict]:

@@ -253,24 +253,13 @@ def test_kesu_crawl_wait_prints_the_report(tmp_path, site):
     """End to end, nothing stood in for: a victim's sealed submission (signals of one image),
     then `kesu crawl URL --depth 0 --wait` with no worker running: it takes the submission in,
     refreshes the matcher, crawls in its own process, and prints the §6.1 JSON on stdout."""
-    from crypto.sealing import seal, unb64
-    from store.cases import create_case
-    from workers.images import image_signals
+    from pipeline import submit
     base, hashes = site
     database_url = f"sqlite:///{tmp_path / 'cli' / 'kesu.db'}"
     inst = Instance(load(tmp_path / "cli", database_url=database_url, **SETTINGS))
     inst.init(PASSPHRASE)
     with urllib.request.urlopen(f"{base}/img/index.png") as resp:
-        sig = image_signals(resp.read())
-    payload = {"version": 1, "category": "adult_ncii", "language": "ja", "known_urls": [], "contact": None,
-               "consent": {"takedown": True, "hotline": False, "share_hashes": False, "at": "2026-01-01"},
-               "signals": [{"type": "sha256", "hash": sig["sha256"], "item": "p1"},
-                           {"type": "md5", "hash": sig["md5"], "item": "p1"}]
-               + [{"type": "pdq", "hash": p["hash"], "quality": p["quality"], "item": "p1", "variant": p["variant"]}
-                  for p in sig["pdq"]],
-               "items": [{"item": "p1", "kind": "photo", "label": "photo 1"}]}
-    key_id, public = inst.public_key()
-    case_id = create_case(inst, key_id, seal(unb64(public), json.dumps(payload).encode()))[2]
+        case_id = submit(inst, resp.read())[2]           # waits for take-in: `kesu crawl --wait` does it
     env = dict(os.environ, KESU_INSTANCE=str(tmp_path / "cli"), KESU_DATABASE_URL=database_url,
                KESU_KEY_PASSPHRASE=PASSPHRASE, KESU_CRAWL_ALLOW_PRIVATE="1", KESU_CRAWL_DELAY="0",
                KESU_REDIS_URL="redis://127.0.0.1:1/0")

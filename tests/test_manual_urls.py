@@ -2,17 +2,15 @@
 loopback site), matched by the real matcher against the case taken in through the sealed-box
 path, and becomes one takedown item of the case (idempotent per case and URL)."""
 import hashlib
-import io
 import json
 import time
 import uuid
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFilter
 from sqlalchemy import func, select
 
 from conftest import csrf, make_instance, staff_client
+from pipeline import picture
 from crypto.sealing import seal
 from store import cases
 from store.models import AuditEntry, Case, CrawlJob, Match, Media, Takedown
@@ -21,20 +19,6 @@ from workers.images import decode_image, pdq_variants
 
 pytestmark = pytest.mark.browser
 CRAWL = dict(crawl_delay=0, crawl_page_seconds=20, crawl_idle_seconds=0.8, crawl_faces=0)
-
-
-def picture(seed: int, size=(360, 280)) -> bytes:
-    rng = np.random.default_rng(seed)
-    img = Image.new("RGB", size, tuple(int(v) for v in rng.integers(0, 255, 3)))
-    d = ImageDraw.Draw(img)
-    for _ in range(25):
-        x, y = int(rng.integers(0, size[0])), int(rng.integers(0, size[1]))
-        w, h = int(rng.integers(20, 150)), int(rng.integers(20, 150))
-        (d.ellipse if rng.random() < 0.5 else d.rectangle)([x, y, x + w, y + h],
-                                                           fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
-    buf = io.BytesIO()
-    img.filter(ImageFilter.GaussianBlur(1)).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
 
 
 def new_case(instance, data: bytes) -> int:

@@ -4,7 +4,6 @@ SQLite. Costs are measured by the sites themselves (responses and bytes they sen
 
 Nothing under test is stood in for: the sites are plain HTTP servers with generated pages and
 images (coloured rectangles), and the only waits are the patrol's own budgets."""
-import json
 import socket
 import socketserver
 import threading
@@ -16,6 +15,7 @@ from sqlalchemy import select
 
 import patrol_sites
 from conftest import make_instance
+from pipeline import register
 from store.models import Capture, Domain, Match, Media, PatrolPage, PatrolRun, Takedown, utcnow
 from workers import patrol as P
 
@@ -26,26 +26,6 @@ FAST = dict(crawl_delay=0.05, crawl_idle_seconds=0.1, crawl_page_seconds=10, cra
 GATES = {5: "age", 12: "age", 15: "custom", 20: "cookie", 25: "age", 35: "custom", 45: "age"}
 HANG = 3
 CASE_SEED = 4242
-
-
-def _register_case(inst, image: bytes) -> int:
-    """A victim's sealed submission of one photo's signals, taken in as the intake does it."""
-    from crypto.sealing import seal, unb64
-    from store.cases import create_case
-    from workers.images import image_signals
-    from workers.takein import take_in_pending
-    sig = image_signals(image)
-    payload = {"version": 1, "category": "adult_ncii", "language": "ja", "known_urls": [], "contact": None,
-               "consent": {"takedown": True, "hotline": False, "share_hashes": False, "at": "2026-01-01"},
-               "signals": [{"type": "sha256", "hash": sig["sha256"], "item": "p1"},
-                           {"type": "md5", "hash": sig["md5"], "item": "p1"}]
-               + [{"type": "pdq", "hash": p["hash"], "quality": p["quality"], "item": "p1", "variant": p["variant"]}
-                  for p in sig["pdq"]],
-               "items": [{"item": "p1", "kind": "photo", "label": "photo 1"}]}
-    key_id, public = inst.public_key()
-    case_id = create_case(inst, key_id, seal(unb64(public), json.dumps(payload).encode()))[2]
-    assert take_in_pending(inst, notify=False) == 1
-    return case_id
 
 
 def _import_domains(inst, sites):
@@ -90,7 +70,7 @@ def test_patrol_fifty_sites(tmp_path, browser, monkeypatch):
     from workers import match
     match.reset()
     case_image = patrol_sites.make_image(CASE_SEED)
-    case_id = _register_case(inst, case_image)
+    case_id = register(inst, case_image)[0]
 
     sites = patrol_sites.build(50, gates=GATES, hang=(HANG,), no_validators=(1, 2, 4))
     try:
