@@ -109,7 +109,49 @@ def brute(queries, codes, chunk=250_000):
     return hits
 
 
-def run(kind: str, n: int, nq: int, brute_q: int, threads: int, seed: int = 1) -> dict:
+def threatexchange(codes, queries, truth, threads: int, flat: bool) -> list[dict]:
+    """ThreatExchange's PDQ indexes on the same data, through their public classes: PDQIndex
+    (FAISS IndexBinaryMultiHash, 16 tables of 16 bits, 1 flip: exact at 31) and, when `flat`,
+    PDQIndex2 (their newer default: FAISS IndexFlatL2 over 256 floats a hash, brute force).
+    Hashes go in as hex strings, as those classes take them."""
+    import faiss
+    from threatexchange.signal_type.pdq.pdq_index import PDQIndex as TxPDQIndex
+    from threatexchange.signal_type.pdq.pdq_index2 import PDQIndex2 as TxPDQIndex2
+    faiss.omp_set_num_threads(threads)
+    hexes = [c.tobytes().hex() for c in codes]
+    qhex = [c.tobytes().hex() for c in queries]
+    out = []
+    for name, make in (("ThreatExchange PDQIndex (FAISS multi-hash)", TxPDQIndex),
+                       ("ThreatExchange PDQIndex2 (FAISS flat)", TxPDQIndex2)):
+        if make is TxPDQIndex2 and not flat:
+            continue
+        gc.collect()
+        before = rss_mb()
+        t = time.perf_counter()
+        tx = make(entries=((h, i) for i, h in enumerate(hexes)))
+        build_s = time.perf_counter() - t
+        mem_mb = rss_mb() - before
+        single_n = min(len(qhex), 100 if make is TxPDQIndex2 else 300)
+        t = time.perf_counter()
+        found = [{m.metadata for m in tx.query(h)} for h in qhex[:single_n]]
+        single_s = time.perf_counter() - t
+        recall_n = min(len(truth), single_n)
+        pairs = sum(len(truth[i]) for i in range(recall_n))
+        hit = sum(len(truth[i] & found[i]) for i in range(recall_n))
+        r = {"name": name, "build_s": build_s, "mem_mb": mem_mb, "single_qps": single_n / single_s,
+             "recall": hit / pairs if pairs else 1.0, "pairs": pairs, "batched_qps": None}
+        if make is TxPDQIndex:           # its batched call: one FAISS range search for many
+            t = time.perf_counter()
+            for at in range(0, len(qhex), 256):
+                tx.index.search_with_distance_in_result(qhex[at:at + 256], 31)
+            r["batched_qps"] = len(qhex) / (time.perf_counter() - t)
+        out.append(r)
+        del tx
+        gc.collect()
+    return out
+
+
+def run(kind: str, n: int, nq: int, brute_q: int, threads: int, seed: int = 1, tx: bool = True) -> dict:
     rng = np.random.default_rng(seed)
     codes, queries = make_data(kind, n, nq, rng)
     owners = np.arange(n)
@@ -128,6 +170,7 @@ def run(kind: str, n: int, nq: int, brute_q: int, threads: int, seed: int = 1) -
     mem_mb = rss_mb() - before
 
     idx.threads = 1
+    idx.search(queries[:8])              # compile the search loops first (numba, cached after)
     t = time.perf_counter()
     got = [[] for _ in range(nq)]
     for at in range(0, nq, 256):
@@ -170,12 +213,15 @@ def run(kind: str, n: int, nq: int, brute_q: int, threads: int, seed: int = 1) -
     gone = np.flatnonzero(groups == gone_case)
     assert removed == len(gone)
     assert not any(int(g) == gone_case for g in idx.search(codes[gone])[2])
-    return {"kind": kind, "n": n, "build_s": build_s, "remove_s": remove_s, "mem_mb": mem_mb,
+    segments = [(s.n, s.layout) for s in idx._segments]
+    del idx
+    theirs = threatexchange(codes, queries, truth, threads, flat=n <= 2_000_000) if tx else []
+    return {"kind": kind, "n": n, "build_s": build_s, "theirs": theirs, "remove_s": remove_s, "mem_mb": mem_mb,
             "traced_mb": traced / 2**20, "traced_peak_mb": traced_peak / 2**20,
             "batched_qps": nq / batched_s, "single_qps": single_n / single_s, "threaded_qps": threaded_qps,
             "threads": threads, "brute_qps": brute_q / brute_s, "recall": found / expected if expected else 1.0,
             "pairs": expected, "extra": extra, "wrong_d": wrong_d,
-            "segments": [(s.n, s.layout) for s in idx._segments]}
+            "segments": segments}
 
 
 def report(r: dict) -> None:
@@ -192,6 +238,12 @@ def report(r: dict) -> None:
     print(f"  brute          {b:,.1f} queries/s (numpy popcount over every hash, same run)")
     print(f"  recall {r['recall']:.4f} over {r['pairs']} brute-force pairs within {PDQ_THRESHOLD}; "
           f"hits not confirmed by brute force: {r['extra']}; wrong distances: {r['wrong_d']}")
+    for x in r["theirs"]:
+        batched = f", batched {x['batched_qps']:,.0f} queries/s ({r['threaded_qps'] or r['batched_qps']:,.0f} ours: " \
+                  f"{(r['threaded_qps'] or r['batched_qps']) / x['batched_qps']:.1f}x)" if x["batched_qps"] else ""
+        print(f"  {x['name']}: build {x['build_s']:.1f} s, RSS +{x['mem_mb']:.0f} MiB, single "
+              f"{x['single_qps']:,.0f} queries/s (ours {r['single_qps'] / x['single_qps']:.1f}x){batched}, "
+              f"recall {x['recall']:.4f} over {x['pairs']} pairs")
 
 
 def main() -> int:
@@ -203,8 +255,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-small", action="store_true", help="skip the n/10 run")
     ap.add_argument("--ten-million", action="store_true", help="also build 10M (~1.3 GiB, a few minutes each)")
+    ap.add_argument("--no-threatexchange", action="store_true", help="skip ThreatExchange's indexes")
     args = ap.parse_args()
-    print(f"numpy multi-index hashing (workers.index.PDQIndex); {os.cpu_count()} CPU(s), "
+    print(f"multi-index hashing (workers.index.PDQIndex); {os.cpu_count()} CPU(s), "
           f"load average {os.getloadavg()[0]:.2f} at start")
     ok = True
     for kind in (("random", "structured") if args.data == "both" else (args.data,)):
@@ -213,7 +266,7 @@ def main() -> int:
             sizes.append(10_000_000)
         for n in sizes:
             bq = args.brute_queries if n <= 2_000_000 else max(20, args.brute_queries // 10)
-            r = run(kind, n, args.queries, bq, args.threads)
+            r = run(kind, n, args.queries, bq, args.threads, tx=not args.no_threatexchange)
             report(r)
             ok = ok and r["recall"] == 1.0 and r["extra"] == 0 and r["wrong_d"] == 0
             gc.collect()

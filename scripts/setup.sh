@@ -32,7 +32,7 @@ if [ ! -f "$py_stamp" ] || [ ! -x .venv/bin/kesu ]; then
   log="$stamps/pip.log"
   {
     .venv/bin/pip install --upgrade pip 'setuptools<81' wheel &&
-    .venv/bin/pip install -c constraints.txt -e '.[test]' &&
+    .venv/bin/pip install -c constraints.txt -e '.[test,bench]' &&
     # face_recognition's metadata pins a dlib source build; dlib-bin provides dlib.
     .venv/bin/pip install --no-deps face-recognition==1.3.0
   } > "$log" 2>&1 || { tail -40 "$log" >&2; say "pip failed (full log: $log)"; exit 1; }

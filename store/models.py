@@ -176,7 +176,7 @@ class Match(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
     media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(10))                         # pdq|md5|sha256|vpdq|face
+    kind: Mapped[str] = mapped_column(String(10))                   # pdq|md5|sha256|vpdq|frame|face
     distance: Mapped[float] = mapped_column(Float, default=0.0)
     confidence: Mapped[float] = mapped_column(Float, default=0.0)
     state: Mapped[str] = mapped_column(String(10), default="new")         # new|confirmed|rejected|unsure

@@ -119,7 +119,8 @@ def test_pdq_withdrawn_hashes_leave_codes_and_tables():
     seg = idx._segments[0]
     rows = np.flatnonzero(seg.groups == 7)
     assert idx.drop_group(7) == 20 and len(idx) == len(codes) - 20
-    assert not seg.c64[rows].any() and not np.isin(seg.ids, rows).any()    # zeroed, unlinked
+    assert not seg.c64[rows].any()                                         # zeroed
+    assert not np.isin(seg.slots, rows).any() and not np.isin(seg.ovf, rows).any()   # unlinked
     qi, labels, groups, _ = idx.search(codes[140:160])
     assert not len(labels)
     qi, labels, groups, dist = idx.search(codes[160:180])
@@ -129,6 +130,32 @@ def test_pdq_withdrawn_hashes_leave_codes_and_tables():
         idx.drop_group(g)
     assert all(s.dead * 4 <= s.n for s in idx._segments)
     assert len(idx) == sum(1 for i in range(len(codes)) if (i // 20) % 3 and i // 20 != 7)
+
+
+def test_pdq_crowded_buckets_and_lower_thresholds_stay_exact():
+    # 3,000 copies of one hash and 300 near it fill one bucket per table far past its two
+    # slots; searches at lower thresholds probe fewer buckets (or skip tables) and stay exact.
+    rng = np.random.default_rng(11)
+    base = rng.integers(0, 256, (20_000, 32), dtype=np.uint8)
+    same = np.repeat(base[:1], 3000, axis=0)
+    near = np.stack([flip_bits(base[0], int(d), rng) for d in rng.integers(1, 40, 300)])
+    codes = np.concatenate([base, same, near])
+    idx = PDQIndex(layout=(11, 14, 2))
+    idx.add(codes, np.arange(len(codes)))
+    seg = idx._segments[0]
+    assert seg.ovf.size > 3000 * 11
+    queries = np.concatenate([base[:3], near[:20], base[100:120]])
+    truth = hamming_brute(queries, codes)
+    for threshold in (0, 5, 10, 20, 31):
+        qi, labels, _, dist = idx.search(queries, threshold)
+        for i in range(len(queries)):
+            expected = np.flatnonzero(truth[i] <= threshold)
+            got = labels[qi == i]
+            assert sorted(got.tolist()) == expected.tolist(), (threshold, i)
+            assert (dist[qi == i] == truth[i, got]).all()
+    assert seg.masks_per_table(31).tolist() == [15] + [106] * 10       # 1 + 14; 1 + 14 + 91
+    assert seg.masks_per_table(5).tolist() == [0] * 5 + [1] * 6
+    assert seg.masks_per_table(33) is None
 
 
 def _pdq(sig_hex, quality=90, variant="full", item="p1"):
@@ -203,6 +230,32 @@ def test_vpdq_bag_of_frames_needs_both_sides_at_80_percent():
     assert idx.query({"vpdq": _frames(reencoded, quality=20)}) == []
 
 
+def test_stills_of_registered_videos_and_registered_photos_inside_videos_match_as_frames():
+    video = [RNG.integers(0, 256, 32, dtype=np.uint8) for _ in range(12)]
+    photo = RNG.integers(0, 256, 32, dtype=np.uint8)
+    idx = Index()
+    idx.add_case(5, [{"type": "vpdq", "frames": _frames(video), "item": "v1"}])
+    idx.add_case(6, [_pdq(to_hex(photo), item="p9")])
+    # A thumbnail of the video posted as an image: one of its frames, recompressed.
+    got = idx.query({"pdq": [{"variant": "orig", "hash": to_hex(flip_bits(video[7], 9)), "quality": 80}]})
+    assert [(c["case"], c["kind"], c["distance"], c["item"]) for c in got] == [(5, "frame", 9, "v1")]
+    # A compilation video that shows the photo for a few seconds, from second 41 on.
+    others = [RNG.integers(0, 256, 32, dtype=np.uint8) for _ in range(60)]
+    frames = [[float(i), 90, to_hex(c)] for i, c in enumerate(others)]
+    for s in (41, 42, 43):
+        frames[s] = [float(s), 90, to_hex(flip_bits(photo, 6))]
+    got = idx.query({"vpdq": frames})
+    assert [(c["case"], c["kind"], c["distance"], c["item"], c["second"]) for c in got] == [(6, "frame", 6, "p9", 41.0)]
+    # Frames too flat to say anything (quality < 50) are not asked; far frames do not match.
+    assert idx.query({"vpdq": [[41.0, 20, to_hex(photo)]]}) == []
+    assert idx.query({"pdq": [{"variant": "orig", "hash": to_hex(flip_bits(video[7], 40)), "quality": 80}]}) == []
+    # Withdrawn: neither direction finds the case.
+    idx.remove_case(5)
+    idx.remove_case(6)
+    assert idx.query({"pdq": [{"variant": "orig", "hash": to_hex(video[7]), "quality": 80}]}) == []
+    assert idx.query({"vpdq": frames}) == []
+
+
 def test_face_range_search_matches_brute_force_and_counts_agreeing_faces():
     registered = RNG.normal(0, 0.09, (500, 128)).astype(np.float32)
     idx = Index()
@@ -271,6 +324,8 @@ def test_confidence_prior_orders_evidence_and_flags_strong_matches():
     assert exact >= confidence.FLAG_AT and near >= confidence.FLAG_AT
     assert edge < confidence.FLAG_AT and face < 0.5
     assert near > edge and both > edge and both > face
+    # a still matched to a video frame weighs as the same PDQ distance between two stills
+    assert m.confidence([{"kind": "frame", "distance": 9}]) == m.confidence([{"kind": "pdq", "distance": 9}])
     assert m.confidence([{"kind": "pdq", "distance": 10}], confidence.domain_logit(0, 20)) < \
         m.confidence([{"kind": "pdq", "distance": 10}], confidence.domain_logit(20, 0))
 

@@ -4,6 +4,7 @@ idempotent Match rows, retroactive matching of stored media, withdrawal, freshne
 import hashlib
 import io
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from store import cases
 from store.models import Capture, Case, Match, Media
 from workers import context, match
 from workers.images import pdq_dihedral, pdq_variants
+from workers.videos import vpdq
 
 
 @pytest.fixture(autouse=True)
@@ -138,6 +140,36 @@ def test_retroactive_match_of_media_crawled_before_the_case(instance):
     match.case_added(case_id)
     with instance.session() as s:
         assert s.execute(select(func.count()).select_from(Match)).scalar() == 1
+
+
+def slideshow(tmp_path, images: list[Image.Image], seconds_each: int = 3) -> bytes:
+    """An H.264 video showing each image for a few seconds, as compilations of photos are made."""
+    for i, img in enumerate(images):
+        img.save(tmp_path / f"slide{i:02d}.png")
+    out = tmp_path / "slides.mp4"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-framerate", f"1/{seconds_each}",
+                    "-i", str(tmp_path / "slide%02d.png"), "-vf", "scale=320:240,fps=10", "-c:v", "libx264",
+                    "-preset", "veryfast", "-pix_fmt", "yuv420p", str(out)], check=True, timeout=120)
+    return out.read_bytes()
+
+
+def test_registered_photo_inside_a_crawled_video_and_a_still_of_a_registered_video(instance, tmp_path):
+    # Her photo is one slide of a compilation video found on a site: a "frame" match that says
+    # where in the video it is; nobody else's case is touched.
+    img = picture(30)
+    photo_case = new_case(instance, registered_signals(img, jpeg(img)))
+    other = new_case(instance, registered_signals(picture(31), jpeg(picture(31))))
+    video = slideshow(tmp_path, [picture(32), picture(33), img, picture(34)])
+    got = match.match_media(instance, {"sha256": hashlib.sha256(video).hexdigest(), "vpdq": vpdq(video)})
+    assert [(c["case"], c["kind"], c["item"]) for c in got] == [(photo_case, "frame", "p1")]
+    assert 6 <= got[0]["second"] < 9 and got[0]["distance"] <= 31
+    # Her registered video, and a thumbnail of it posted as an image: a frame of the video.
+    video_case = new_case(instance, [{"type": "vpdq", "frames": vpdq(video), "item": "v1"}])
+    match.refresh(instance)                      # what the job after take-in does
+    thumb = jpeg(img.resize((240, 180)), quality=50)
+    got = match.match_media(instance, crawled_signals(thumb))
+    assert {(c["case"], c["kind"]) for c in got} == {(photo_case, "pdq"), (video_case, "frame")}
+    assert other not in {c["case"] for c in got}
 
 
 def test_withdrawn_case_is_gone_and_new_cases_are_found_without_a_job(instance):

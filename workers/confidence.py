@@ -41,7 +41,7 @@ def features(evidence: list[dict], domain_logit: float = 0.0) -> np.ndarray:
         kind, d = c.get("kind"), float(c.get("distance", 0.0))
         if kind in ("sha256", "md5"):
             x[1] = 1.0
-        elif kind == "pdq":
+        elif kind in ("pdq", "frame"):         # a frame: PDQ between a still and a video frame
             x[2] = 1.0
             x[3] = max(x[3], max(0.0, 1.0 - d / PDQ_SCALE))
         elif kind == "vpdq":

@@ -4,16 +4,17 @@ Everything here lives only in the memory of the matcher process (workers/match.p
 is logged, written or sent anywhere. Signals come in as the §6.3 payload dicts of a case and
 go out of memory when the case is removed.
 
-- **PDQ**: numpy multi-index hashing (`PDQIndex`). Each large segment of hashes has 11
-  tables over disjoint sets of up to 23 bits each, probed within 2 bit flips: if two 256-bit
-  hashes are within 31 bits, the per-table distances sum to at most 31 < 11 x 3, so some table
-  is within 2 flips (pigeonhole) and the range search finds every hash within 31 bits: full
-  recall, with exact distances from a popcount over the candidates. Smaller segments use 16
-  tables of 16 bits within 1 flip (16 x 2 = 32 > 31), the smallest are scanned. Verified
-  against a numpy brute force in tests/test_index.py and bench/bench_pdq_index.py. Tables
-  are flat arrays (bucket offsets + row numbers), codes one contiguous array, owners and
-  cases int arrays: about 130 bytes a hash at 10M. Registered hashes with quality < 50 are
-  not indexed, query hashes with quality < 50 are not asked (Meta's PDQ rule).
+- **PDQ**: multi-index hashing (`PDQIndex`), numpy arrays walked by compiled loops
+  (workers/pdq_kernel.py). Each large segment of hashes has 11 tables over disjoint sets of up
+  to 23 bits each, probed within 2 bit flips: if two 256-bit hashes are within 31 bits, the
+  per-table distances sum to at most 31 < 11 x 3, so some table is within 2 flips (pigeonhole)
+  and the range search finds every hash within 31 bits: full recall, with exact distances
+  from a popcount over the candidates. Smaller segments use 16 tables of 16 bits within 1
+  flip (16 x 2 = 32 > 31), the smallest are scanned. Verified against a numpy brute force in
+  tests/test_index.py and bench/bench_pdq_index.py. Tables are flat arrays of two-row slots
+  per bucket with an overflow list, codes one contiguous array, owners and cases int arrays:
+  about 140 bytes a hash at 10M. Registered hashes with quality < 50 are not indexed, query
+  hashes with quality < 50 are not asked (Meta's PDQ rule).
 - **Exact hashes**: a dict per type (sha256, md5) from hash to the (case, item) holding it.
 - **vPDQ**: every distinct frame hash (quality >= 50) of every registered video goes into a
   second PDQ index; a query video's frames find candidate videos there, and each candidate
@@ -21,6 +22,10 @@ go out of memory when the case is removed.
   31 bits of some frame of the registered video and >= 80 % of the registered video's frames
   within 31 bits of some query frame; identical frame hashes count once, frames below
   quality 50 are left out (Meta's vPDQ rule, the same as `workers.videos.vpdq_match`).
+- **Stills and videos, across**: a crawled image's PDQ hashes are also looked up among the
+  registered videos' frames (a screenshot or thumbnail of her video), and a crawled video's
+  frames among the registered images' hashes (her photo shown in a video, as compilations
+  do): both are "frame" candidates at the PDQ threshold, a video side's second included.
 - **Faces**: 128-d dlib descriptors in an exact L2 index (`IndexIDMap2(IndexFlatL2)`), range
   search at FACE_THRESHOLD (see its comment for the calibration).
 
@@ -32,12 +37,15 @@ removes its rows in place, the dicts drop them).
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
+
+from workers import pdq_kernel
 
 PDQ_BITS = 256
 PDQ_THRESHOLD = 31            # bits: a match at distance <= 31 (Meta)
@@ -63,12 +71,13 @@ FACE_DIM = 128
 # every key within `flips` bits in every table finds every hash within d (pigeonhole). Bits left
 # out of every table (11 x 23 = 253 < 256) only make the sum smaller, so the bound still holds.
 #   16 x 16 bits, 1 flip: 16 * 2 = 32 > 31; 272 probes a query, ~S/240 candidates (small segments)
-#   11 x b bits (b <= 23), 2 flips: 11 * 3 = 33 > 31; 11 * (1 + b + b(b-1)/2) probes (3,047 at
-#   b = 23), ~probes * S / 2**b candidates (3,600 at 10M): the large segments.
+#   11 x b bits (b <= 23), 2 flips: 11 * 3 = 33 > 31; one table at 1 flip still gives 32 > 31
+#   (_Segment.masks_per_table), so 10 * (1 + b + b(b-1)/2) + 1 + b probes (2,784 at b = 23),
+#   ~probes * S / 2**b candidates (3,300 at 10M): the large segments.
 _SMALL_LAYOUT = (16, 16, 1)
 _LARGE_TABLES, _LARGE_FLIPS, _LARGE_MAX_BITS = 11, 2, 23
 _BRUTE_BELOW = 8192            # segments smaller than this are scanned, not hashed
-_OFFSETS_BYTES_PER_ROW = 96    # memory allowed for a segment's bucket offsets, per hash
+_SLOT_BYTES_PER_ROW = 192      # memory allowed for a segment's table slots, per hash
 _DECORRELATE_FROM = 50_000     # segments this large choose their tables' bits from the data
 
 
@@ -90,41 +99,6 @@ def hamming_brute(queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
     out = np.zeros((len(q), len(c)), np.int32)
     for w in range(q.shape[1]):
         out += np.bitwise_count(q[:, w][:, None] ^ c[:, w][None, :])
-    return out
-
-
-def _table_keys(codes: np.ndarray, cols: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
-    """(n, tables) int64 keys: for table t, the code's bits cols[t] (bit 0 = the hex's most
-    significant bit), the first of them the key's most significant bit."""
-    tables, bits = cols.shape
-    if len(codes) > 4096:
-        return _table_keys_lut(codes, cols)
-    nbytes = -(-bits // 8)
-    out = np.empty((len(codes), tables), np.int64)
-    for at in range(0, len(codes), chunk):
-        part = np.unpackbits(codes[at:at + chunk], axis=1)[:, cols.ravel()].reshape(-1, tables, bits)
-        packed = np.packbits(part, axis=2).astype(np.int64)          # (k, tables, nbytes)
-        acc = packed[:, :, 0]
-        for j in range(1, nbytes):
-            acc = (acc << 8) | packed[:, :, j]
-        out[at:at + chunk] = acc >> (8 * nbytes - bits)
-    return out
-
-
-def _table_keys_lut(codes: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """_table_keys for many codes: per table, OR of a 256-entry lookup per source byte."""
-    tables, bits = cols.shape
-    values = np.arange(256)
-    out = np.empty((len(codes), tables), np.int64)
-    for t in range(tables):
-        acc = np.zeros(len(codes), np.int32)
-        for byte in np.unique(cols[t] >> 3).tolist():
-            lut = np.zeros(256, np.int32)
-            for pos, c in enumerate(cols[t].tolist()):
-                if c >> 3 == byte:
-                    lut |= ((values >> (7 - (c & 7))) & 1) << (bits - 1 - pos)
-            acc |= np.take(lut, codes[:, byte])
-        out[:, t] = acc
     return out
 
 
@@ -162,31 +136,33 @@ def _flip_masks(bits: int, flips: int) -> np.ndarray:
     return np.asarray(out, np.int64)
 
 
-def _popcount4(x: np.ndarray) -> np.ndarray:
-    """Row sums of popcounts of an (n, 4) uint64 array, as uint16 (up to 256)."""
-    bc = np.bitwise_count(x)
-    d = np.add(bc[:, 0], bc[:, 1], dtype=np.uint16)
-    d += bc[:, 2]
-    d += bc[:, 3]
-    return d
-
-
 def _choose_layout(n: int):
     """The cheapest exact layout for a segment of n hashes (None: scan it), by probes plus
-    1.5 x expected candidates on uniform hashes, within the offsets memory allowance."""
+    1.5 x expected candidates on uniform hashes, within the slots' memory allowance."""
     if n < _BRUTE_BELOW:
         return None
     tables, bits, flips = _SMALL_LAYOUT
     probes = tables * len(_flip_masks(bits, flips))
     best, best_cost = _SMALL_LAYOUT, probes + 1.5 * probes * n / 2 ** bits
     for bits in range(16, _LARGE_MAX_BITS + 1):
-        if _LARGE_TABLES * (4 << bits) > _OFFSETS_BYTES_PER_ROW * n:
+        if _LARGE_TABLES * (8 << bits) > _SLOT_BYTES_PER_ROW * n:
             break
         probes = _LARGE_TABLES * (1 + bits + bits * (bits - 1) // 2)
         cost = probes + 1.5 * probes * n / 2 ** bits
         if cost < best_cost:
             best, best_cost = (_LARGE_TABLES, bits, _LARGE_FLIPS), cost
     return best
+
+
+def _collect(kernel, nq: int, *args):
+    """Run a pdq_kernel search into buffers, growing them when the hits did not fit."""
+    cap = max(256, 4 * nq)
+    while True:
+        qi, rows, d = np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.uint16)
+        n = kernel(*args, qi, rows, d)
+        if n <= cap:
+            return qi[:n], rows[:n], d[:n]
+        cap = n
 
 
 _pools: dict[int, ThreadPoolExecutor] = {}
@@ -215,94 +191,54 @@ class _Segment:
         self.alive[n] = False
         self.dead = 0
         self.layout = _choose_layout(n) if layout == "auto" else layout
-        self.off = self.ids = self.cols = None
+        self.slots = self.ovf = self.cols = None
         if self.layout is None:
             return
         tables, bits, flips = self.layout
         if tables * bits > PDQ_BITS:
             raise ValueError("tables * bits must fit in 256 bits")
+        if tables * n >= 2 ** 31:
+            raise ValueError("a segment's tables address rows with int32")
         self.cols = _columns(codes, tables, bits)
-        self.off = np.zeros((tables << bits) + 1, np.int32 if tables * n < 2 ** 31 else np.int64)
-        self.ids = np.empty(tables * n, np.int32)
-        keys = np.empty((tables, n), np.int32)
-        for at in range(0, n, 1 << 18):
-            keys[:, at:at + (1 << 18)] = _table_keys(codes[at:at + (1 << 18)], self.cols).T
-        for t in range(tables):
-            self.ids[t * n:(t + 1) * n] = np.argsort(keys[t])
-            np.cumsum(np.bincount(keys[t], minlength=1 << bits), out=self.off[(t << bits) + 1:((t + 1) << bits) + 1])
-            self.off[(t << bits) + 1:((t + 1) << bits) + 1] += t * n
-        masks = _flip_masks(bits, flips)
-        # probe (t, j) of a query: key (t << bits) | (the query's bits of table t ^ mask j)
-        self.probe = (np.arange(tables, dtype=np.int64)[:, None] << bits) | masks[None, :]
+        self.slots, self.ovf = pdq_kernel.build_slots(pdq_kernel.table_keys(codes, self.cols), bits)
+        self.masks = _flip_masks(bits, flips)     # masks[:1 + bits] flip at most one bit
 
     def live(self) -> int:
         return self.n - self.dead
 
-    def exact_within(self, threshold: int) -> bool:
-        tables, _, flips = self.layout
-        return tables * (flips + 1) > threshold
+    def masks_per_table(self, threshold: int):
+        """How many of self.masks each table probes for an exact search within threshold, or
+        None when the layout cannot be exact. Pigeonhole over tables probed within f_t flips:
+        every hash within threshold is found when sum(f_t + 1) > threshold, so tables beyond
+        that need not (e.g. 11 x 3 = 33 > 31 leaves one table at one flip) probe fewer buckets."""
+        tables, bits, flips = self.layout
+        spare = tables * (flips + 1) - (threshold + 1)
+        if spare < 0:
+            return None
+        f = np.full(tables, flips)            # lowered evenly: probes grow faster than linearly
+        for t in range(spare):                 # in flips; f = -1 skips a table
+            f[t % tables] -= 1
+        probes = np.cumsum([1] + [math.comb(bits, k) for k in range(1, flips + 1)])
+        return np.where(f < 0, 0, probes[np.maximum(f, 0)]).astype(np.int64)
 
     def search(self, q64: np.ndarray, q8: np.ndarray, threshold: int):
         """(query rows, segment rows, distances) of live hashes within threshold."""
-        nq = len(q64)
-        if self.layout is None or not self.exact_within(threshold):
-            qi, rows, d = [], [], []
-            for i in range(nq):
-                dist = _popcount4(self.c64 ^ q64[i])
-                hit = np.flatnonzero((dist <= threshold) & self.alive)
-                qi.append(np.full(len(hit), i, np.int64))
-                rows.append(hit)
-                d.append(dist[hit])
-            return np.concatenate(qi), np.concatenate(rows), np.concatenate(d)
-        tables, bits, _ = self.layout
-        base = _table_keys(q8, self.cols)
-        keys = (base[:, :, None] ^ self.probe[None, :, :]).ravel()
-        start = np.take(self.off, keys)
-        length = np.take(self.off, keys + 1) - start
-        nz = np.flatnonzero(length)
-        start, length = start[nz], length[nz]
-        total = int(length.sum())
-        if total == 0:
-            e = np.zeros(0, np.int64)
-            return e, e, np.zeros(0, np.uint16)
-        ends = np.cumsum(length)
-        pos = np.arange(total, dtype=np.int64) - np.repeat(ends - length - start, length)
-        rows = np.take(self.ids, pos)
-        x = np.take(self.c64, rows, axis=0)
-        if nq == 1:
-            x ^= q64[0]
-            qi = None
-        else:
-            qi = np.repeat(nz // self.probe.size, length)
-            x ^= np.take(q64, qi, axis=0)
-        dist = _popcount4(x)
-        hit = np.flatnonzero(dist <= threshold)
-        rows, dist = rows[hit], dist[hit]
-        qi = np.zeros(len(hit), np.int64) if qi is None else qi[hit]
-        keep = np.take(self.alive, rows)
-        qi, rows, dist = qi[keep], rows[keep], dist[keep]
-        # a hash close to the query in several tables comes once per table: keep one
-        if len(rows) > 1:
-            _, first = np.unique(qi * (self.n + 1) + rows, return_index=True)
-            qi, rows, dist = qi[first], rows[first], dist[first]
-        return qi, rows.astype(np.int64), dist
+        nmasks = None if self.layout is None else self.masks_per_table(threshold)
+        if nmasks is None:
+            return _collect(pdq_kernel.scan, len(q64), q64, self.c64, self.alive, threshold)
+        keys = pdq_kernel.table_keys(q8, self.cols)
+        return _collect(pdq_kernel.probe, len(q64), q64, keys, self.masks, nmasks, self.layout[1],
+                        self.slots, self.ovf, self.c64, self.alive, threshold)
 
     def kill(self, rows: np.ndarray) -> None:
-        """Withdraw rows now: blank their table entries, zero their codes, mark them dead."""
+        """Withdraw rows now: point their table entries at the blank row, zero their codes,
+        mark them dead."""
         rows = np.unique(rows[self.alive[rows]])
         if not len(rows):
             return
         if self.layout is not None:
-            tables, bits, _ = self.layout
-            all_keys = _table_keys(self.c64[rows].view(np.uint8).reshape(-1, PDQ_BITS // 8), self.cols)
-            for t in range(tables):
-                keys = all_keys[:, t] + (t << bits)
-                start = self.off[keys].astype(np.int64)
-                length = self.off[keys + 1] - start
-                ends = np.cumsum(length)
-                pos = np.arange(int(ends[-1])) - np.repeat(ends - length - start, length)
-                pos = pos[np.isin(self.ids[pos], rows)]
-                self.ids[pos] = self.n
+            keys = pdq_kernel.table_keys(self.c64[rows].view(np.uint8).reshape(-1, PDQ_BITS // 8), self.cols)
+            pdq_kernel.unlink(keys, rows.astype(np.int32), self.layout[1], self.slots, self.ovf, self.n)
         self.c64[rows] = 0
         self.alive[rows] = False
         self.groups[rows] = -1
@@ -313,8 +249,8 @@ class PDQIndex:
     """256-bit hashes with an owner each; exact range search (full recall) at PDQ_THRESHOLD.
 
     Layout: segments, each an immutable block of hashes (contiguous codes, owner label and group
-    as numpy arrays) with its multi-index hash tables as flat CSR arrays (bucket offsets + row
-    ids), plus a small tail of recent additions that queries scan. When the tail reaches
+    as numpy arrays) with its multi-index hash tables as flat slot arrays (pdq_kernel's
+    layout), plus a small tail of recent additions that queries scan. When the tail reaches
     TAIL_SIZE it becomes a segment, and segments of similar size merge (a binary counter: at
     most log2(n / TAIL_SIZE) segments, each hash rebuilt log2 times in all). A bulk add becomes
     one segment at once. Removal is in place: the rows' codes are zeroed, their table entries
@@ -687,9 +623,16 @@ class Index:
                     offer({"case": case, "kind": "pdq", "distance": d, "item": item,
                            "variant": variant, "query_variant": pdqs[i].get("variant", "full")})
 
+            if pdqs and len(self.frames):        # a still of a registered video
+                for cand in self._image_in_video(pdqs):
+                    offer(cand)
+
             frames = media.get("vpdq") or []
             if frames and len(self.frames):
                 for cand in self._vpdq(frames):
+                    offer(cand)
+            if frames and len(self.pdq):          # a registered photo shown in a video
+                for cand in self._photo_in_video(frames):
                     offer(cand)
 
             faces = [f for f in media.get("faces") or [] if f.get("descriptor") is not None]
@@ -697,6 +640,28 @@ class Index:
                 for cand in self._faces(faces):
                     offer(cand)
         return sorted(best.values(), key=lambda c: (c["case"], c["kind"]))
+
+    def _image_in_video(self, pdqs) -> list[dict]:
+        qi, vids, _, dist = self.frames.search(codes_of([p["hash"].lower() for p in pdqs]))
+        return [{"case": self.videos[vid].case, "kind": "frame", "distance": d, "item": self.videos[vid].item,
+                 "query_variant": pdqs[i].get("variant", "full")}
+                for i, vid, d in zip(qi.tolist(), vids.tolist(), dist.tolist())]
+
+    def _photo_in_video(self, frames) -> list[dict]:
+        first: dict[str, float] = {}                   # distinct frame hash -> first second seen
+        for s, q, h in frames:
+            if int(q) >= PDQ_MIN_QUALITY:
+                first.setdefault(h.lower(), float(s))
+        if not first:
+            return []
+        hexes = list(first)
+        qi, labels, groups, dist = self.pdq.search(codes_of(hexes))
+        out = []
+        for i, label, case, d in zip(qi.tolist(), labels.tolist(), groups.tolist(), dist.tolist()):
+            item, variant = self.pdq.owner(label)
+            out.append({"case": case, "kind": "frame", "distance": d, "item": item, "variant": variant,
+                        "second": first[hexes[i]]})
+        return out
 
     def _vpdq(self, frames) -> list[dict]:
         hexes = sorted({f[2].lower() for f in frames if int(f[1]) >= PDQ_MIN_QUALITY})

@@ -211,7 +211,8 @@ def match_media(instance, media_signals: dict, url: str = "") -> list[dict]:
     return score(instance, idx.query(media_signals or {}), url)
 
 
-_EVIDENCE_KEYS = ("item", "variant", "query_variant", "query_share", "target_share", "faces_agreeing", "query_faces")
+_EVIDENCE_KEYS = ("item", "variant", "query_variant", "query_share", "target_share", "faces_agreeing", "query_faces",
+                  "second")
 
 
 def record_matches(instance, media_id: int, candidates: list[dict]) -> list[int]:
