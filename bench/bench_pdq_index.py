@@ -26,6 +26,7 @@ signal) and its group an int (the case: 20 hashes each); removing a case is time
 """
 import argparse
 import gc
+import multiprocessing
 import os
 import sys
 import time
@@ -113,7 +114,8 @@ def threatexchange(codes, queries, truth, threads: int, flat: bool) -> list[dict
     """ThreatExchange's PDQ indexes on the same data, through their public classes: PDQIndex
     (FAISS IndexBinaryMultiHash, 16 tables of 16 bits, 1 flip: exact at 31) and, when `flat`,
     PDQIndex2 (their newer default: FAISS IndexFlatL2 over 256 floats a hash, brute force).
-    Hashes go in as hex strings, as those classes take them."""
+    Hashes go in as hex strings, as those classes take them. Memory: RSS growth over the build
+    (what their add converts along the way may stay in it, so an upper bound)."""
     import faiss
     from threatexchange.signal_type.pdq.pdq_index import PDQIndex as TxPDQIndex
     from threatexchange.signal_type.pdq.pdq_index2 import PDQIndex2 as TxPDQIndex2
@@ -215,7 +217,10 @@ def run(kind: str, n: int, nq: int, brute_q: int, threads: int, seed: int = 1, t
     assert not any(int(g) == gone_case for g in idx.search(codes[gone])[2])
     segments = [(s.n, s.layout) for s in idx._segments]
     del idx
-    theirs = threatexchange(codes, queries, truth, threads, flat=n <= 2_000_000) if tx else []
+    theirs = []
+    if tx:      # in a fresh process, so its memory growth is its own
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            theirs = pool.apply(threatexchange, (codes, queries, truth, threads, n <= 2_000_000))
     return {"kind": kind, "n": n, "build_s": build_s, "theirs": theirs, "remove_s": remove_s, "mem_mb": mem_mb,
             "traced_mb": traced / 2**20, "traced_peak_mb": traced_peak / 2**20,
             "batched_qps": nq / batched_s, "single_qps": single_n / single_s, "threaded_qps": threaded_qps,
