@@ -1,8 +1,9 @@
 """PDQ index at scale: build time, memory, queries per second and recall at 31 bits,
-against a numpy popcount brute force measured in the same run (the ratio is the point).
+against a numpy popcount brute force and ThreatExchange's PDQ indexes, measured in the same
+run on the same hashes (the ratios are the point).
 
     .venv/bin/python bench/bench_pdq_index.py [--n 1000000] [--queries 2000] [--ten-million]
-        [--data random|structured|both] [--threads 2]
+        [--data random|structured|both] [--threads 2] [--no-threatexchange]
 
 Two kinds of hashes:
 - random: uniformly random 256-bit codes (the best case for hashing: balanced, independent bits);
@@ -19,10 +20,12 @@ must be 1.0), precision the share of index hits brute force confirms (exact dist
 
 Queries per second are given three ways: one query per call ("single", what one crawled image
 asks), 256 per call ("batched", a crawled page's media at once) on one thread, and batched
-with the index splitting each batch over --threads threads (PDQIndex.threads; numpy releases
-the GIL in its loops, so two threads can use two cores). Memory is the RSS growth over the
+with the index splitting each batch over --threads threads (PDQIndex.threads; the compiled
+search loops release the GIL, so two threads use two cores). Memory is the RSS growth over the
 build and what tracemalloc counts (numpy reports its buffers to it). Each hash's owner is an int (a
 signal) and its group an int (the case: 20 hashes each); removing a case is timed.
+ThreatExchange's indexes run in a process of their own (see `threatexchange`); at 10 M only
+its multi-hash index (its flat one would take 10 GB of floats).
 """
 import argparse
 import gc

@@ -152,9 +152,11 @@ def probe(q64, keys, masks, nmasks, bits, slots, ovf, c64, alive, threshold, out
     once (each query's hits are deduplicated by row). Writes up to len(out_q) hits and returns
     how many there are in all: when that is more, the caller grows the buffers and asks again.
 
-    The tables are far larger than the CPU's caches, so nearly every lookup waits on memory:
-    slots are prefetched AHEAD probes early and each row's code as soon as its number is known,
-    so the CPU has many loads in flight instead of one chain of dependent loads per bucket."""
+    The tables are far larger than the CPU's caches, so nearly every lookup waits on memory.
+    Each query goes in passes that keep many loads in flight instead of one chain of dependent
+    loads per bucket: the slots, prefetched AHEAD probes early and read into a buffer without
+    branching on them; the rows they name, gathered; the rows' codes, prefetched AHEAD rows
+    before each distance is taken."""
     cap = out_q.shape[0]
     tables = keys.shape[1]
     nprobe = 0
