@@ -11,6 +11,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 from sqlalchemy import func, select
 
+from conftest import staff_client
 from crypto.sealing import seal
 from store import cases
 from store.models import Capture, Case, Match, Media
@@ -163,6 +164,11 @@ def test_registered_photo_inside_a_crawled_video_and_a_still_of_a_registered_vid
     got = match.match_media(instance, {"sha256": hashlib.sha256(video).hexdigest(), "vpdq": vpdq(video)})
     assert [(c["case"], c["kind"], c["item"]) for c in got] == [(photo_case, "frame", "p1")]
     assert 6 <= got[0]["second"] < 9 and got[0]["distance"] <= 31
+    # Staff see where in the video it is.
+    match.record_matches(instance, stored_media(instance, "http://site.example/c.mp4",
+                                                {"sha256": hashlib.sha256(video).hexdigest()}), got)
+    page = staff_client(instance).get("/review/?lang=en").get_data(as_text=True)
+    assert f"a registered photo, seen in this video at 0:0{int(got[0]['second'])}" in page
     # Her registered video, and a thumbnail of it posted as an image: a frame of the video.
     video_case = new_case(instance, [{"type": "vpdq", "frames": vpdq(video), "item": "v1"}])
     match.refresh(instance)                      # what the job after take-in does
