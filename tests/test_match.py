@@ -178,6 +178,27 @@ def test_registered_photo_inside_a_crawled_video_and_a_still_of_a_registered_vid
     assert other not in {c["case"] for c in got}
 
 
+def test_crawl_report_names_frame_matches_with_the_kinds_design_fixes(instance):
+    # A crawled picture matched case A directly (pdq, 12 bits) and as a frame of A's video
+    # (8 bits), and case B only as a frame: the report names each (case, media, kind) once.
+    from store.models import CrawlJob
+    from workers.crawl import report
+    a = new_case(instance, registered_signals(picture(40), jpeg(picture(40))))
+    b = new_case(instance, registered_signals(picture(41), jpeg(picture(41))))
+    with instance.session() as s:
+        job = CrawlJob(url="http://site.example/page", status="done")
+        s.add(job)
+        s.flush()
+        job_id = job.id
+    media_id = stored_media(instance, "http://site.example/x.jpg", crawled_signals(jpeg(picture(42))))
+    with instance.session() as s:
+        s.get(Media, media_id).capture.job_id = job_id
+        for case, kind, d, p in ((a, "pdq", 12, 0.9), (a, "frame", 8, 0.93), (b, "frame", 20, 0.7)):
+            s.add(Match(case_id=case, media_id=media_id, kind=kind, distance=d, confidence=p, state="new"))
+    got = sorted((m["case"], m["kind"], m["distance"], m.get("via")) for m in report(instance, job_id)["matches"])
+    assert got == [(str(a), "pdq", 8, "frame"), (str(b), "pdq", 20, "frame")]
+
+
 def test_withdrawn_case_is_gone_and_new_cases_are_found_without_a_job(instance):
     img = picture(6)
     case_id = new_case(instance, registered_signals(img, jpeg(img)))

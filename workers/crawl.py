@@ -430,6 +430,12 @@ def _open_signals(instance, sealed: bytes | None) -> dict:
     return json.loads(unseal(instance.private_keys().private_key, sealed))
 
 
+# DESIGN §6.1 fixes the kinds the report names: a "frame" match (a still against a video frame)
+# is a PDQ distance between two pictures, so it is reported as pdq, with "via": "frame"; when the
+# same media matched the same case both ways, the closer one is reported (each kind once).
+REPORT_KIND = {"frame": "pdq"}
+
+
 def report(instance, job_id: int) -> dict:
     """The JSON of DESIGN §6.1 for one job (needs the org key unlocked: hashes are sealed)."""
     pages, matches = [], []
@@ -443,9 +449,17 @@ def report(instance, job_id: int) -> dict:
                 sig = _open_signals(instance, m.signals)
                 media_out.append({"url": m.url, "sha256": sig.get("sha256"), "mime": m.mime, "bytes": m.size})
                 rows = s.execute(select(Match).where(Match.media_id == m.id).order_by(Match.id)).scalars().all()
+                found: dict[tuple, dict] = {}
                 for x in rows:
-                    matches.append({"case": str(x.case_id), "page": c.url, "url": m.url, "sha256": sig.get("sha256"),
-                                    "kind": x.kind, "distance": x.distance, "confidence": x.confidence})
+                    kind = REPORT_KIND.get(x.kind, x.kind)
+                    row = {"case": str(x.case_id), "page": c.url, "url": m.url, "sha256": sig.get("sha256"),
+                           "kind": kind, "distance": x.distance, "confidence": x.confidence}
+                    if kind != x.kind:
+                        row["via"] = x.kind
+                    seen = found.get((x.case_id, kind))
+                    if seen is None or (row["distance"], -row["confidence"]) < (seen["distance"], -seen["confidence"]):
+                        found[x.case_id, kind] = row
+                matches.extend(found.values())
             pages.append({"url": c.url, "final_url": c.final_url, "status": c.status, "error": c.error,
                           "http_status": c.http_status, "server_ip": c.server_ip,
                           "captured_at": ev.iso(c.captured_at), "capture": c.id,
