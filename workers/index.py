@@ -209,8 +209,9 @@ class _Segment:
     def masks_per_table(self, threshold: int):
         """How many of self.masks each table probes for an exact search within threshold, or
         None when the layout cannot be exact. Pigeonhole over tables probed within f_t flips:
-        every hash within threshold is found when sum(f_t + 1) > threshold, so tables beyond
-        that need not (e.g. 11 x 3 = 33 > 31 leaves one table at one flip) probe fewer buckets."""
+        every hash within threshold is found when sum(f_t + 1) > threshold; the slack beyond
+        that lowers some tables' flips, so they probe fewer buckets (11 x 3 = 33 > 31 leaves
+        one table at one flip: 24 buckets instead of 276 at 23 bits)."""
         tables, bits, flips = self.layout
         spare = tables * (flips + 1) - (threshold + 1)
         if spare < 0:
