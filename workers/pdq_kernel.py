@@ -157,7 +157,6 @@ def probe(q64, keys, masks, nmasks, bits, slots, ovf, c64, alive, threshold, out
     loads per bucket: the slots, prefetched AHEAD probes early and read into a buffer without
     branching on them; the rows they name, gathered; the rows' codes, prefetched AHEAD rows
     before each distance is taken."""
-    cap = out_q.shape[0]
     tables = keys.shape[1]
     nprobe = 0
     for t in range(tables):
@@ -216,14 +215,20 @@ def probe(q64, keys, masks, nmasks, bits, slots, ovf, c64, alive, threshold, out
             r = cand[c]
             d = _distance(c64, r, a0, a1, a2, a3)
             if d <= threshold and alive[r]:
-                if n_out < cap:
-                    out_q[n_out] = i
-                    out_row[n_out] = r
-                    out_d[n_out] = d
-                n_out += 1
-        if n_out - first > 1 and n_out <= cap:
+                n_out = _hit(out_q, out_row, out_d, n_out, i, r, d)
+        if n_out - first > 1 and n_out <= out_q.shape[0]:
             n_out = first + _dedup(out_q, out_row, out_d, first, n_out)
     return n_out
+
+
+@njit(inline="always")
+def _hit(out_q, out_row, out_d, n_out, i, r, d):
+    """Write hit number n_out when the buffers hold it; count it either way."""
+    if n_out < out_q.shape[0]:
+        out_q[n_out] = i
+        out_row[n_out] = r
+        out_d[n_out] = d
+    return n_out + 1
 
 
 @njit(inline="always")
@@ -245,25 +250,18 @@ def _dedup(out_q, out_row, out_d, first, end):
             out_row[first + k] = rows[j]
             out_d[first + k] = dist[j]
             k += 1
-    for j in range(k):
-        out_q[first + j] = out_q[first]
-    return k
+    return k            # out_q[first:end] is one query: its first k entries stay right
 
 
 @njit(nogil=True, cache=True)
 def scan(q64, c64, alive, threshold, out_q, out_row, out_d):
     """Every live row within threshold of each query by checking all rows (small segments).
     Same output convention as `probe`."""
-    cap = out_q.shape[0]
     n_out = 0
     for i in range(q64.shape[0]):
         a0, a1, a2, a3 = q64[i, 0], q64[i, 1], q64[i, 2], q64[i, 3]
         for r in range(c64.shape[0]):
             d = _distance(c64, r, a0, a1, a2, a3)
             if d <= threshold and alive[r]:
-                if n_out < cap:
-                    out_q[n_out] = i
-                    out_row[n_out] = r
-                    out_d[n_out] = d
-                n_out += 1
+                n_out = _hit(out_q, out_row, out_d, n_out, i, r, d)
     return n_out
