@@ -9,7 +9,10 @@ import re
 import subprocess
 import tempfile
 import threading
+from contextlib import contextmanager
 from pathlib import Path
+
+import redis
 
 from store.config import load
 from store.instance import Instance
@@ -27,10 +30,13 @@ REDIS_URL = re.sub(r"/\d*$", "", os.environ.get("KESU_TEST_REDIS_URL", "redis://
 
 
 class Recorder:
-    """WSGI middleware keeping (method, path, headers, body) of every request, for the scans."""
+    """WSGI middleware keeping (method, path, headers, body) of every request, for the scans.
+    With remote_addr, every request comes from that address (a real client's, not loopback),
+    so a scan for it finds what the app kept of request.remote_addr."""
 
-    def __init__(self, app):
+    def __init__(self, app, remote_addr: str | None = None):
         self.app = app
+        self.remote_addr = remote_addr
         self.requests: list[tuple[str, str, dict, bytes]] = []
         self._lock = threading.Lock()
 
@@ -39,20 +45,22 @@ class Recorder:
         body = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = io.BytesIO(body)
         headers = {k: v for k, v in environ.items() if k.startswith("HTTP_")}
+        if self.remote_addr:
+            environ["REMOTE_ADDR"] = self.remote_addr
         with self._lock:
             self.requests.append((environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), headers, body))
         return self.app(environ, start_response)
 
 
 class Portal:
-    def __init__(self, folder: Path, **settings):
+    def __init__(self, folder: Path, remote_addr: str | None = None, **settings):
         self.settings = load(folder / "instance", redis_url=REDIS_URL, org_phone="03-0000-0000",
                              org_email="help@example.org", **settings)
         self.staff = Instance(self.settings)           # the worker side: holds the unlocked key
         self.staff.init("test passphrase")
         from intake import create_app
         self.app = create_app(Instance(self.settings))  # the intake side: never unlocked
-        self.recorder = Recorder(self.app)
+        self.recorder = Recorder(self.app, remote_addr)
         self.log_file = self.settings.log_dir / "test.log"
         self._handler = logging.FileHandler(self.log_file, encoding="utf-8")
         self._handler.setLevel(logging.DEBUG)
@@ -83,6 +91,19 @@ class Portal:
         context.set_instance(self.staff)
         conn = connection(self.settings)
         SimpleWorker([Queue("default", connection=conn)], connection=conn).work(burst=True, with_scheduler=False)
+
+
+@contextmanager
+def open_portal(folder: Path, **kwargs):
+    """A Portal on an empty Redis database, emptied again afterwards."""
+    conn = redis.Redis.from_url(REDIS_URL)
+    conn.flushdb()
+    portal = Portal(folder, **kwargs)
+    try:
+        yield portal
+    finally:
+        portal.close()
+        conn.flushdb()
 
 
 def make_media(folder: Path) -> dict:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 from sqlalchemy import func, select
 
-from conftest import staff_client
+from conftest import redis_dump, staff_client
 from crypto.sealing import seal
 from store import cases
 from store.models import Capture, Case, Match, Media
@@ -325,24 +325,7 @@ def test_jobs_on_real_redis_carry_ids_only_and_the_index_survives_between_jobs(i
         assert s.execute(select(func.count()).select_from(Match).where(Match.media_id == media_id)).scalar() == 1
 
     secrets = {s["hash"] for s in signals} | {p["hash"] for p in crawled["pdq"]} | {crawled["sha256"], crawled["md5"]}
-    blobs = []
-    for key in conn.scan_iter("*"):
-        kind = conn.type(key)
-        if kind == b"string":
-            blobs.append(conn.get(key))
-        elif kind == b"hash":
-            blobs += list(conn.hgetall(key).values())
-        elif kind == b"list":
-            blobs += conn.lrange(key, 0, -1)
-        elif kind in (b"set", b"zset"):
-            blobs += list(conn.smembers(key)) if kind == b"set" else [m for m in conn.zrange(key, 0, -1)]
-    text = b""
-    for b in blobs:
-        text += b
-        try:
-            text += zlib.decompress(b)
-        except zlib.error:
-            pass
+    text = redis_dump(conn)
     assert text and not [h for h in secrets if h.encode() in text or bytes.fromhex(h) in text]
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert not [h for h in secrets if h in logged]
