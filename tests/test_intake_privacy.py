@@ -8,6 +8,7 @@ the quick exit leaves by replacing the page.
 """
 import json
 import random
+import re
 import urllib.error
 import urllib.request
 import uuid
@@ -201,3 +202,12 @@ def test_intake_never_loads_code_that_decrypts():
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     loaded = out.stdout.strip().split(",") if out.stdout.strip() else []
     assert "workers.takein" not in loaded and "backoffice" not in loaded
+
+
+def test_forms_name_no_control_so_a_native_submit_puts_nothing_in_a_url(portal):
+    # Before (or without) the page script, Enter in a field submits the form natively: with
+    # named controls, the passphrase or file names would land in the URL and its history.
+    for path in ("/", "/status"):
+        status, _, html = call(portal, "GET", path)
+        assert status == 200 and b"<form" in html
+        assert not re.findall(rb"<(?:input|select|textarea|button)\b[^>]*\sname=", html), path
