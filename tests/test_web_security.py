@@ -24,6 +24,9 @@ def test_security_headers_on_every_response(apps):
             r = client.get(path)
             csp = r.headers["Content-Security-Policy"]
             assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+            # no directive lets the page reach another origin
+            sources = {src for part in csp.split(";") for src in part.split()[1:]}
+            assert sources <= {"'self'", "'none'", "data:", "blob:", "'wasm-unsafe-eval'"}, sources
             assert "'unsafe-inline'" not in csp and "'unsafe-eval'" not in csp.replace("'wasm-unsafe-eval'", "")
             assert r.headers["Cache-Control"] == "no-store"
             assert r.headers["Referrer-Policy"] == "no-referrer"
@@ -43,6 +46,16 @@ def test_japanese_by_default_when_the_browser_asks(apps):
     assert "ログイン" in client.get("/login", headers={"Accept-Language": "en-US;q=0.9, ja;q=0.5"}).get_data(True)
     assert "Log in" in client.get("/login", headers={"Accept-Language": "en-US"}).get_data(True)
     assert "Log in" in client.get("/login?lang=en", headers={"Accept-Language": "ja"}).get_data(True)
+
+
+def test_an_unhandled_error_logs_the_route_not_the_case_number(apps, caplog):
+    intake, _ = apps
+    intake.add_url_rule("/api/v1/cases/<case_number>/boom", "boom", lambda case_number: 1 / 0)
+    intake.testing = False                       # errors go to log_exception, as in production
+    caplog.set_level(logging.DEBUG)
+    assert intake.test_client().get("/api/v1/cases/123456789012/boom").status_code == 500
+    assert "Exception on /api/v1/cases/<case_number>/boom [GET]" in caplog.text
+    assert "123456789012" not in caplog.text
 
 
 def test_logs_hold_no_address_or_user_agent(apps, caplog):

@@ -15,8 +15,16 @@ TRANSLATIONS = ROOT / "translations"
 LANGUAGES = ("ja", "en")
 
 
+class _App(Flask):
+    def log_exception(self, exc_info) -> None:
+        """Flask logs the request path of an unhandled error; paths hold case numbers, so the
+        route template is logged instead (as route_log does)."""
+        rule = request.url_rule.rule if request.url_rule else "<unmatched>"
+        self.logger.error("Exception on %s [%s]", rule, request.method, exc_info=exc_info)
+
+
 def make_app(name: str, static_folder: Path | None = None, wasm: bool = False) -> Flask:
-    app = Flask(name, template_folder=str(TEMPLATES),
+    app = _App(name, template_folder=str(TEMPLATES),
                 static_folder=str(static_folder) if static_folder else None,
                 static_url_path="/static")
     app.config.update(
@@ -42,9 +50,8 @@ def select_language() -> str:
     if chosen in LANGUAGES:
         g.language = chosen
         return chosen
-    best = request.accept_languages.best_match(LANGUAGES, default="en")
     wants_ja = any(lang.lower().startswith("ja") for lang, _ in request.accept_languages)
-    g.language = "ja" if wants_ja else best
+    g.language = "ja" if wants_ja else "en"
     return g.language
 
 
