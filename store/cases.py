@@ -160,6 +160,9 @@ def withdraw(instance, case_id: int) -> None:
     from .models import Match
     blobs = _captures_only_for(instance, case_id)
     from .tally import tally
+    # The key goes first: should the transaction below fail, the rows left are already noise,
+    # and she can withdraw again (her passphrase still opens the case).
+    instance.keystore.destroy(case_id)
     with instance.session() as s:
         tally(s, case_id)      # the yearly statistics keep their counts, nothing else
         for model in (Signal, Item, Submission, Match, Takedown):
@@ -168,7 +171,6 @@ def withdraw(instance, case_id: int) -> None:
         if case is not None:
             s.delete(case)
         audit.record(s, "victim", "case.withdraw", f"case:{case_id}")
-    instance.keystore.destroy(case_id)
     for name in blobs:
         try:
             instance.blobs.delete(name)

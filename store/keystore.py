@@ -6,6 +6,7 @@ unreadable everywhere, database backups included. Writing needs only the public 
 reading needs the unlocked org private key.
 """
 import os
+import tempfile
 from pathlib import Path
 
 from crypto import envelope
@@ -21,18 +22,30 @@ class KeyStore:
         return self.folder / (envelope.keyed_name(self._name_key, f"case:{case_id}".encode()) + ".key")
 
     def create(self, case_id: int, public_key: bytes) -> bytes:
-        """A new key for the case, written once (an existing key is returned instead)."""
+        """A new key for the case, written once: FileExistsError when the case has one (also
+        when another process wrote it a moment ago: the link below is the atomic test)."""
         path = self._path(case_id)
-        if path.exists():
-            raise FileExistsError(f"case {case_id} already has a key")
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = envelope.new_key()
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(seal(public_key, key))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(seal(public_key, key))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.link(tmp, path)             # fails if the key exists: never overwrites one
+        finally:
+            os.unlink(tmp)
+        return key
+
+    def get_or_create(self, case_id: int, public_key: bytes, private_key: bytes) -> bytes:
+        """The case's key, made now if it has none (two take-ins at once get the same one)."""
+        key = self.get(case_id, private_key)
+        if key is None:
+            try:
+                key = self.create(case_id, public_key)
+            except FileExistsError:
+                key = self.get(case_id, private_key)
         return key
 
     def get(self, case_id: int, private_key: bytes) -> bytes | None:

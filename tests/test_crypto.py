@@ -134,6 +134,21 @@ def test_destroying_a_case_key_makes_its_data_unreadable(tmp_path):
     assert len(backup) == 2 and len(list((tmp_path / "keystore").iterdir())) == 1
 
 
+def test_a_case_key_is_written_once_even_by_take_ins_at_the_same_time(tmp_path):
+    # Two workers taking in submissions of one case at once must end with one key: a second
+    # key overwriting the first would leave what was encrypted under the first unreadable.
+    from concurrent.futures import ThreadPoolExecutor
+    org = keys.generate()
+    store = KeyStore(tmp_path / "keystore", os.urandom(32))
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda _: store.get_or_create(7, org.public_key, org.private_key), range(32)))
+    assert len(set(got)) == 1 and store.get(7, org.private_key) == got[0]
+    with pytest.raises(FileExistsError):
+        store.create(7, org.public_key)
+    assert store.get(7, org.private_key) == got[0]
+    assert [p.suffix for p in (tmp_path / "keystore").iterdir()] == [".key"]     # no temporary left
+
+
 def test_blob_store_is_write_once_and_detects_changes(tmp_path):
     blobs = BlobStore(tmp_path / "blobs", os.urandom(32))
     key = envelope.new_key()

@@ -221,9 +221,7 @@ def take_in_submission(instance, submission_id: int) -> dict:
             s.delete(sub)
             return {"status": "rejected", "reason": reason}
 
-        case_key = instance.keystore.get(case.id, keys.private_key)
-        if case_key is None:
-            case_key = instance.keystore.create(case.id, keys.public_key)
+        case_key = instance.keystore.get_or_create(case.id, keys.public_key, keys.private_key)
 
         existing = set(s.execute(select(Item.item).where(Item.case_id == case.id)).scalars())
         rename: dict[str, str] = {}
