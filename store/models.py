@@ -170,6 +170,12 @@ class Media(Base):
     capture: Mapped[Capture] = relationship(back_populates="media")
 
 
+# What a Match row keeps of the matcher's candidate: item ids, variants, shares and a video's
+# second, never a signal (crawler and matcher both write rows).
+MATCH_EVIDENCE_KEYS = ("item", "variant", "query_variant", "query_share", "target_share", "faces_agreeing",
+                       "query_faces", "second")
+
+
 class Match(Base):
     __tablename__ = "matches"
     __table_args__ = (UniqueConstraint("case_id", "media_id", "kind"),)

@@ -36,7 +36,7 @@ from sqlalchemy import select
 from crypto import envelope
 from crypto.sealing import seal, unb64, unseal
 from store import audit
-from store.models import Capture, Case, CrawlJob, Match, Media, utcnow
+from store.models import MATCH_EVIDENCE_KEYS, Capture, Case, CrawlJob, Match, Media, utcnow
 
 from . import capture as cap
 from . import evidence as ev
@@ -44,8 +44,6 @@ from . import evidence as ev
 log = logging.getLogger("kesu.crawl")
 
 MINOR = "minor"
-_MATCH_EVIDENCE = ("item", "variant", "query_variant", "query_share", "target_share", "faces_agreeing",
-                   "query_faces", "flagged")
 MAX_LINKS_KEPT = 500
 
 
@@ -404,11 +402,9 @@ def _write_page(instance, keys: _Keys, job_id, case_id, operator, result, links,
                 if pair in seen_pairs:
                     continue
                 seen_pairs.add(pair)
-                row_match = Match(case_id=int(x["case"]), media_id=media.id, kind=x["kind"],
-                                  distance=float(x.get("distance", 0)), confidence=float(x.get("confidence", 0)))
-                if hasattr(Match, "evidence"):      # what the matcher saw (ids, variants), never a signal
-                    row_match.evidence = {k: x[k] for k in _MATCH_EVIDENCE if k in x}
-                s.add(row_match)
+                s.add(Match(case_id=int(x["case"]), media_id=media.id, kind=x["kind"],
+                            distance=float(x.get("distance", 0)), confidence=float(x.get("confidence", 0)),
+                            evidence={k: x[k] for k in MATCH_EVIDENCE_KEYS if k in x}))
                 n_matches += 1
         if matched:
             # chain of custody: who captured what, when; the manifest's hash, never content

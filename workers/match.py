@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import func, select
 
 from crypto.sealing import unseal
-from store.models import Case, Match, Media, Signal
+from store.models import MATCH_EVIDENCE_KEYS, Case, Match, Media, Signal
 
 from . import context
 from .confidence import FLAG_AT, Model, calibration, domain_logit, features, fit
@@ -211,10 +211,6 @@ def match_media(instance, media_signals: dict, url: str = "") -> list[dict]:
     return score(instance, idx.query(media_signals or {}), url)
 
 
-_EVIDENCE_KEYS = ("item", "variant", "query_variant", "query_share", "target_share", "faces_agreeing", "query_faces",
-                  "second")
-
-
 def record_matches(instance, media_id: int, candidates: list[dict]) -> list[int]:
     """Upsert Match rows for a media (idempotent: one row per case, media, kind). Returns ids.
 
@@ -235,7 +231,7 @@ def record_matches(instance, media_id: int, candidates: list[dict]) -> list[int]
             case_id = int(c["case"])
             if case_id not in live:
                 continue
-            evidence = {k: c[k] for k in _EVIDENCE_KEYS if k in c}
+            evidence = {k: c[k] for k in MATCH_EVIDENCE_KEYS if k in c}
             row = s.execute(select(Match).where(Match.case_id == case_id, Match.media_id == media_id,
                                                 Match.kind == c["kind"])).scalars().first()
             if row is None:
