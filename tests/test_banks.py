@@ -140,6 +140,10 @@ def test_exported_bank_reimported_into_a_fresh_instance_matches_the_same_images(
     kinds = {(c["case"], c["kind"]) for c in found}
     assert (got2["case"], "md5") in kinds and (got2["case"], "pdq") in kinds
     assert {c.get("category") for c in found if c["case"] == got2["case"]} == {"minor"}
+    # importing it again without naming the category keeps it minor (no bytes ever kept)
+    banks.import_bank(fresh, plain, "HOTLINE_LIST", actor="cli", notify=False)
+    with fresh.session() as s:
+        assert s.get(Case, got2["case"]).category == "minor"
 
     # removing a bank takes it out of matching
     assert banks.delete_bank(fresh, "HOTLINE_LIST", actor="cli") == got2["case"]

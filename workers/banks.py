@@ -253,6 +253,8 @@ def import_bank(instance, data: bytes, name: str, actor: str, category: str = "a
                     else {"type": "md5", "hash": value, "item": item})
             s.add(Signal(case_id=case_id, item=item, type=t, ciphertext=_enc(key, body, signal_aad(case_id, item, t))))
             added += 1
+        if case.category == "minor":
+            category = "minor"        # as at take-in: once minor, always minor (no bytes kept)
         details = {"known_urls": [], "contact": None, "consents": [], "bank": name,
                    "consent": {"takedown": True, "hotline": category == "minor", "share_hashes": False,
                                "at": today().isoformat()}}
