@@ -75,6 +75,15 @@ def test_gallery_every_media_with_the_served_hash(site, browser):
     assert len(band.getcolors(maxcolors=1 << 16)) > 2          # text was drawn on the band
 
 
+def test_a_direct_media_url_is_captured_as_media_not_as_page_source(site, browser):
+    # A reported URL is often the image itself: its bytes are media, and their hash must not
+    # be stored in the clear as the page source's.
+    base, hashes = site
+    r = cap.capture(f"{base}/img/a.png", driver=browser, limits=limits(), allow_private=True)
+    assert r.status == "ok" and hashes["img/a.png"] in {m["sha256"] for m in r.media}
+    assert r.html_source == "dom" and hashlib.sha256(r.html or b"").hexdigest() != hashes["img/a.png"]
+
+
 def test_progressive_video_and_hls_segments(site, browser):
     base, hashes = site
     r = cap.capture(f"{base}/video.html", driver=browser, limits=limits(), allow_private=True)

@@ -874,7 +874,9 @@ def _fetch_whole(driver, s: _Session, limits: Limits):
 def _artifacts(driver, s: _Session, result: CaptureResult, limits: Limits, main: Exchange | None):
     if main is None or main.status is None:
         return                          # nothing of the site's own arrived (an error page is the browser's)
-    if main.body is not None and not main.truncated:
+    # Only a page's HTML is its source: when the URL is the media itself, its bytes are media
+    # (kept as such when they match), and their hash must not stand as a page's in the clear.
+    if main.body is not None and not main.truncated and "html" in (main.mime or "").lower():
         result.html = main.body
     scan = None
     try:
