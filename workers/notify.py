@@ -362,6 +362,8 @@ def deliver(instance, notice_id: int) -> str:
     victim = None
     with instance.session() as s:
         notice = s.get(Notice, notice_id, with_for_update=True)
+        if error and notice.channel == "victim":
+            error = error.split(":", 1)[0]   # the server's words may hold her address: kept in no column
         notice.state, notice.error = state, error
         if state == "sent":
             notice.sent_at = utcnow()
