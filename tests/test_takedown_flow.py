@@ -278,7 +278,7 @@ def test_confirmed_match_to_removal(tmp_path, database_url, own_redis, smtp, sit
         assert s.execute(select(Schedule).where(Schedule.kind == "recheck", Schedule.ref == str(td))).scalar_one()
 
 
-def test_recheck_outcomes_and_the_next_route(tmp_path, site):
+def test_recheck_outcomes_and_the_next_route(tmp_path, site, monkeypatch):
     """Media gone or changed = removed; some gone = partly removed; past the deadline: next route."""
     inst = make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'kesu.db'}", **ORG)
     a, b = b"first generated media", b"second generated media"
@@ -295,6 +295,11 @@ def test_recheck_outcomes_and_the_next_route(tmp_path, site):
     assert recheck.check("http://127.0.0.1:9/p", media, inst.pepper, fetch)["outcome"] == "unknown"
     # private addresses are refused unless allowed
     assert recheck.check(site.url + "/p", [], inst.pepper, recheck.http_fetcher())["outcome"] == "unknown"
+    # a file bigger than a re-check reads (a long video) is not "changed": unknown, never removed
+    site.pages["/b.jpg"] = (200, b)
+    with monkeypatch.context() as small:
+        small.setattr(recheck, "MAX_BYTES", 8)
+        assert recheck.check(site.url + "/p", media[1:], inst.pepper, fetch)["outcome"] == "unknown"
 
     # Past the deadline and still up: the next route is proposed (site -> host), once.
     dom = make_domain(inst, "tube.example", contacts={"host": {"email": "abuse@hosting.example"}})
@@ -309,6 +314,12 @@ def test_recheck_outcomes_and_the_next_route(tmp_path, site):
         assert t.status == "still_up" and t.proposal == "host"
         proposals = s.execute(select(TakedownEvent).where(TakedownEvent.kind == "proposal")).scalars().all()
         assert len(proposals) == 1 and proposals[0].detail == {"route": "host", "after": "site"}
+        t.status = "on_hold"                      # staff hold it
+    # a check while on hold records what it saw and leaves the hold alone, even when it is gone
+    site.pages["/p"] = (404, b"")
+    assert recheck.run_check(inst, td, fetch=fetch)["outcome"] == "removed"
+    with inst.session() as s:
+        assert s.get(Takedown, td).status == "on_hold"
 
 
 def test_form_routes_are_marked_sent_and_smtp_failures_are_safe(tmp_path, smtp):

@@ -51,6 +51,7 @@ class Response:
     status: int
     body: bytes
     final_url: str = ""
+    truncated: bool = False      # the body went past MAX_BYTES: its hash says nothing
 
 
 class FetchError(Exception):
@@ -96,7 +97,8 @@ def http_fetcher(allow_private: bool = False, timeout: float = 30.0) -> Callable
         req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "*/*"})
         try:
             with opener.open(req, timeout=timeout) as resp:
-                return Response(resp.status, resp.read(MAX_BYTES), resp.geturl())
+                body = resp.read(MAX_BYTES + 1)
+                return Response(resp.status, body[:MAX_BYTES], resp.geturl(), truncated=len(body) > MAX_BYTES)
         except urllib.error.HTTPError as exc:
             return Response(exc.code, b"", url)
         except (urllib.error.URLError, OSError, ValueError) as exc:
@@ -120,18 +122,18 @@ def check(url: str, media: list[dict], pepper: bytes, fetch: Callable[[str], Res
     gone, up, unknown = 0, 0, 0
     for m in media:
         if m["url"] == url or m["url"] == page.final_url:
-            body, status = page.body, page.status
+            r = page
         else:
             try:
                 r = fetch(m["url"])
             except FetchError:
                 unknown += 1
                 continue
-            body, status = r.body, r.status
+        body, status = r.body, r.status
         if status in GONE:
             gone += 1
-        elif status >= 400:
-            unknown += 1
+        elif status >= 400 or (m.get("key") and r.truncated):
+            unknown += 1                   # a file too big to read whole cannot be compared
         elif m.get("key") and media_key(pepper, body) != m["key"]:
             gone += 1                      # changed: not the matched bytes any more
         else:
@@ -192,7 +194,8 @@ def run_check(instance, takedown_id: int, fetch=None, now=None) -> dict:
             return {"outcome": "missing"}
         td.checked_at = now
         before = td.status
-        outcome = result["outcome"]
+        # on hold (staff, or retention waiting for her answer): a check informs, never decides
+        outcome = result["outcome"] if before != "on_hold" else None
         if outcome == "removed":
             td.status = "removed"
             td.resolved_at = td.resolved_at or now
@@ -213,7 +216,7 @@ def run_check(instance, takedown_id: int, fetch=None, now=None) -> dict:
                 td.proposal = predict.next_route(steps, td.route) or "lawyer"
                 event(s, td.id, "proposal", "worker", route=td.proposal, after=td.route)
         td.updated_at = now if td.status != before else td.updated_at
-        event(s, td.id, "check", "worker", outcome=outcome, http=result.get("http"), why=result["why"],
+        event(s, td.id, "check", "worker", outcome=result["outcome"], http=result.get("http"), why=result["why"],
               media=result.get("media"), status=td.status)
         domain_id = td.domain_id if td.status != before else None
     if domain_id:
@@ -232,6 +235,8 @@ def run_watch(instance, takedown_id: int, fetch=None, now=None) -> dict:
     confirmed = back and bool(media) and result.get("media", {}).get("up", 0) > 0
     with instance.session() as s:
         td = s.get(Takedown, takedown_id, with_for_update=True)
+        if td is None:                     # withdrawn while it was being fetched
+            return {"outcome": "missing"}
         td.checked_at = now
         if confirmed:
             td.status, td.resolved_at, td.updated_at = "still_up", None, now
