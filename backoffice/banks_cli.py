@@ -3,21 +3,11 @@
 manage.py registers the group: `cli.add_command(hashes_group, "hashes")`. The org key is
 unlocked from KESU_KEY_PASSPHRASE or a prompt (the case key is needed to read the hashes).
 """
-import os
 import sys
 
 import click
 
-
-def _write_private(path: str, data: bytes) -> None:
-    """Write the export readable by its owner only (hashes are biometric-grade data)."""
-    if path == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-        return
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+from .private_files import write_private
 
 
 @click.group("hashes")
@@ -43,7 +33,7 @@ def export_command(case_id, fmt, out):
         data, summary = export_case(instance, case_id, fmt, actor="cli")
     except ConsentError as exc:
         fail(f"refused: {exc}")
-    _write_private(out, data)
+    write_private(out, data)
     note = f"; {summary['left_out']} photo MD5(s) left out (HMA has no type for them; use --format csv)" \
         if summary["left_out"] else ""
     click.echo(f"case {case_id}: {summary['pdq']} PDQ, {summary['md5']} MD5 written ({fmt}){note}", err=True)

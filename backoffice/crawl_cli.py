@@ -13,6 +13,8 @@ import time
 
 import click
 
+from .private_files import write_private
+
 
 def _instance(unlock: bool = True):
     """The instance the CLI set up (keys unlocked), or one opened here from the environment."""
@@ -167,8 +169,7 @@ def export_capture_command(capture_id, out):
         data = export_capture(instance, capture_id)
     except LookupError as exc:
         raise click.ClickException(str(exc))
-    with open(out, "wb") as fh:
-        fh.write(data)
+    write_private(out, data)                # decrypted captures: staff's eyes only
     from store import audit
     with instance.session() as s:
         audit.record(s, _operator(), "evidence.export_capture", f"capture:{capture_id}",
@@ -189,8 +190,5 @@ def export_pdf_command(case_id, out, url, lang):
         data = render(instance, case_id, url=url, language=lang, actor=_operator())
     except LookupError as exc:
         raise click.ClickException(str(exc))
-    tmp = out + ".tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, out)
+    write_private(out, data)
     click.echo(f"wrote {out} ({len(data)} bytes)", err=True)

@@ -46,6 +46,7 @@ def test_case_pdf_holds_urls_hashes_japanese_and_attachments(tmp_path, site):
     done = kesu_cli("evidence", "export", str(case_id), "--out", str(out), env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert out.read_bytes().startswith(b"%PDF-")
+    assert out.stat().st_mode & 0o077 == 0          # decrypted captures: readable by its owner only
 
     text = subprocess.run(["pdftotext", "-raw", str(out), "-"], capture_output=True, text=True, check=True).stdout
     flat = "".join(text.split())
