@@ -42,6 +42,15 @@ def test_every_category_recipient_and_language_renders(inst):
                     assert ("2日" in r.body) == two_day, (cat, route)
                 else:
                     assert ("two days" in r.body) == two_day, (cat, route)
+    # the notice quotes the evidence: the capture and its signed manifest's hash
+    from datetime import datetime, timezone
+
+    from store.models import Capture
+    with inst.session() as s:
+        s.add(Capture(url=f"https://example.com/{CATS[-1]}/1", final_url="", status="ok", http_status=200,
+                      captured_at=datetime(2026, 11, 1, 9, 30, tzinfo=timezone.utc),
+                      evidence={"artifacts": {"manifest.json": {"sha256": "ab" * 32, "blob": "x", "bytes": 1}}}))
+    assert f"manifest.json SHA-256 {'ab' * 32}" in _render(inst, td, "host", "en").body
     # routes resolve to the right channel
     assert _render(inst, td, "host", "en").address == "abuse@hosting.example"
     assert _render(inst, td, "registrar", "en").address == "abuse@registrar.example"

@@ -35,6 +35,7 @@ from crypto.sealing import seal, unseal
 from store.models import Capture, Case, Domain, Match, Media, Notice, Schedule, Takedown, TakedownEvent, utcnow
 
 from . import predict
+from .evidence import MANIFEST
 
 log = logging.getLogger("kesu.notify")
 
@@ -97,12 +98,8 @@ def _evidence_refs(session, takedown: Takedown) -> list[str]:
     caps = session.execute(select(Capture).where(Capture.url == takedown.url, Capture.status == "ok")
                            .order_by(Capture.id).limit(3)).scalars().all()
     for c in caps:
-        digest = ""
-        for name, value in sorted((c.evidence or {}).items()):
-            sha = value.get("sha256") if isinstance(value, dict) else None
-            if sha:
-                digest = f", {name} SHA-256 {sha}"
-                break
+        manifest = ((c.evidence or {}).get("artifacts") or {}).get(MANIFEST) or {}
+        digest = f", {MANIFEST} SHA-256 {manifest['sha256']}" if manifest.get("sha256") else ""
         refs.append(f"capture {c.id}: {c.captured_at:%Y-%m-%d %H:%M} UTC, HTTP {c.http_status or '-'}"
                     f"{', server ' + c.server_ip if c.server_ip else ''}{digest}")
     return refs
