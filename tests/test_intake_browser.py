@@ -215,6 +215,24 @@ def test_full_flow(portal, media, browser):
     assert opened == [payload, more_plain]
 
 
+def test_a_video_this_browser_cannot_decode_still_gives_its_file_hashes(portal, browser, tmp_path):
+    # An iPhone video whose codec the browser lacks (here: bytes no decoder takes) is not left
+    # out: its SHA-256 and MD5 still find exact copies.
+    import hashlib
+    import os
+    clip = tmp_path / "holiday.mp4"
+    clip.write_bytes(os.urandom(50_000))
+    d = browser
+    d.get(portal.url + "/?lang=en")
+    wait_for(d, "document.documentElement.classList.contains('js')", 20)
+    fill_form(d, [clip])
+    payload = review(d)
+    data = clip.read_bytes()
+    assert [i["kind"] for i in payload["items"]] == ["video"]
+    assert sorted((s["type"], s["hash"]) for s in payload["signals"]) == [
+        ("md5", hashlib.md5(data).hexdigest()), ("sha256", hashlib.sha256(data).hexdigest())]
+
+
 def plaintext_values(payload) -> set[str]:
     values = set()
     for s in payload["signals"]:

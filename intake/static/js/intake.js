@@ -343,7 +343,9 @@ export function setupForm(options) {
         if (entry.kind === 'video') result = await videoSignals(entry.file, { onProgress });
         else result = await inWorker(entry.kind === 'selfie' ? 'faces' : 'photo', entry.file, onProgress);
         entry.ui.progress.value = 1;
-        if (!result || result.error) {
+        // A video this browser cannot decode still has its file hashes: an exact copy matches.
+        const hashesOnly = entry.kind === 'video' && result && result.error && result.sha256 && result.md5;
+        if (!result || (result.error && !hashesOnly)) {
           entry.error = (result && result.error) || { code: 'internal' };
           entry.result = null;
           entry.ui.status.textContent = t('item-failed');
