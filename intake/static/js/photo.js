@@ -118,9 +118,10 @@ function withTimeout(promise, ms, what) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-// Decode a File or Blob to RGBA pixels over white: {rgba: Uint8ClampedArray, width, height}.
-// Throws PhotoError (with .code) for what cannot or must not be decoded.
-export async function decodeImage(blob) {
+// The ImageBitmap of a File or Blob, after its header's size is checked against MAX_PIXELS
+// (a small file claiming 30000 x 30000 pixels is refused before anything is decoded) and
+// within DECODE_TIMEOUT_MS. Throws PhotoError (with .code). Photos and selfies both use it.
+export async function decodeBitmap(blob, options) {
   if (!blob || !blob.size) throw new PhotoError('empty', 'the file is empty');
   const claimed = await readDimensions(blob);
   if (!(claimed.width > 0 && claimed.height > 0)) {
@@ -130,13 +131,19 @@ export async function decodeImage(blob) {
     throw new PhotoError('too_large', `the image claims ${claimed.width}x${claimed.height} pixels, ` +
       `more than ${MAX_PIXELS / 1e6} megapixels`);
   }
-  let bitmap;
   try {
-    bitmap = await createImageBitmap(blob, {
-      imageOrientation: 'from-image', colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
+    return await withTimeout(createImageBitmap(blob, options), DECODE_TIMEOUT_MS, 'decoding the image');
   } catch (err) {
+    if (err instanceof PhotoError) throw err;
     throw new PhotoError('undecodable', `the image data cannot be decoded (${err && err.message || err})`);
   }
+}
+
+// Decode a File or Blob to RGBA pixels over white: {rgba: Uint8ClampedArray, width, height}.
+// Throws PhotoError (with .code) for what cannot or must not be decoded.
+export async function decodeImage(blob) {
+  const bitmap = await decodeBitmap(blob, {
+    imageOrientation: 'from-image', colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
   try {
     const { width, height } = bitmap;
     if (!width || !height) throw new PhotoError('undecodable', 'the image decoded to no pixels');

@@ -5,7 +5,7 @@
 // Messages in:  {id, op: 'photo', file}  -> photoSignals(file)
 //               {id, op: 'faces', file}  -> faces of a selfie (descriptors as plain arrays)
 // Messages out: {id, progress: 0..1} while working, then {id, result} or {id, error: {code, message}}.
-import { photoSignals } from './photo.js';
+import { decodeBitmap, photoSignals } from './photo.js';
 
 const MODEL_URL = new URL('../vendor/face-api/model/', import.meta.url).href;
 let facesReady = null;
@@ -26,10 +26,10 @@ async function faces(file, progress) {
   const mod = await faceModule();
   progress(0.4);
   let bitmap;
-  try {
-    bitmap = await createImageBitmap(file, { imageOrientation: 'from-image', colorSpaceConversion: 'none' });
+  try {      // the same size guard and time limit as photos
+    bitmap = await decodeBitmap(file, { imageOrientation: 'from-image', colorSpaceConversion: 'none' });
   } catch (e) {
-    return { error: { code: 'undecodable', message: 'the selfie could not be read' } };
+    return { error: { code: e.code || 'undecodable', message: 'the selfie could not be read' } };
   }
   try {
     const found = await mod.describeFaces(bitmap);
