@@ -3,7 +3,7 @@ import time
 
 import pyotp
 import pytest
-from sqlalchemy import inspect, select, text
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import DatabaseError
 
 from backoffice import accounts
@@ -36,6 +36,22 @@ def test_audit_log_is_append_only_and_chained(instance):
                 s.execute(text(statement))
     with instance.session() as s:
         assert s.execute(select(AuditEntry)).scalars().all()[-1].actor == "staff:1"
+
+
+def test_audit_chain_holds_with_writers_at_the_same_time(instance):
+    # The intake, the back office and the workers write entries at once: the chain stays one.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(i):
+        with instance.session() as s:
+            s.execute(select(AuditEntry.id).limit(1)).all()      # a read first, as real handlers do
+            audit.record(s, f"worker:{i % 4}", "case.view", f"case:{i}")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, range(64)))
+    with instance.session() as s:
+        assert s.execute(select(func.count()).select_from(AuditEntry)).scalar() == 64
+        assert audit.verify(s) is None
 
 
 def test_audit_chain_detects_a_changed_entry(instance):
