@@ -29,7 +29,7 @@ def test_pdq_multihash_has_full_recall_and_precision_against_brute_force():
     centres = base[:50]
     planted = np.stack([flip_bits(c, d) for c in centres for d in (1, 8, 16, 24, 29, 30, 31, 32, 33, 40)])
     codes = np.concatenate([base, planted])
-    idx = PDQIndex(shard_size=8192)
+    idx = PDQIndex()
     idx.add(codes, list(range(len(codes))))
     queries = np.concatenate([centres, np.stack([flip_bits(c, 5) for c in centres]), base[1000:1050]])
     got = idx.range(queries)
@@ -47,7 +47,7 @@ def test_pdq_multihash_has_full_recall_and_precision_against_brute_force():
 
 def test_pdq_index_keep_removes_rows_and_codes():
     codes = RNG.integers(0, 256, (100, 32), dtype=np.uint8)
-    idx = PDQIndex(shard_size=16)             # several shards: only those holding case 1 rebuild
+    idx = PDQIndex()
     idx.add(codes, [(i % 3, i) for i in range(100)])
     assert idx.keep(lambda o: o[0] != 1) == 33
     assert len(idx) == 67

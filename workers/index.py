@@ -81,12 +81,8 @@ _SLOT_BYTES_PER_ROW = 192      # memory allowed for a segment's table slots, per
 _DECORRELATE_FROM = 50_000     # segments this large choose their tables' bits from the data
 
 
-def hex_to_code(hex64: str) -> np.ndarray:
-    """A PDQ hex (bit 0 the most significant bit) as FAISS's 32 uint8 bytes."""
-    return np.frombuffer(bytes.fromhex(hex64), dtype=np.uint8)
-
-
 def codes_of(hexes) -> np.ndarray:
+    """PDQ hexes (bit 0 the most significant bit) as (n, 32) uint8 codes."""
     if not hexes:
         return np.zeros((0, PDQ_BITS // 8), np.uint8)
     return np.frombuffer(bytes.fromhex("".join(hexes)), dtype=np.uint8).reshape(-1, PDQ_BITS // 8).copy()
@@ -268,9 +264,7 @@ class PDQIndex:
     THREADS = 2                   # threads for a batch of >= 64 queries (the issue's two cores)
     BATCH = 256                   # queries searched together
 
-    def __init__(self, kind: str = "mih", shard_size: int | None = None, layout="auto"):
-        # kind and shard_size are accepted for compatibility with the former FAISS shards.
-        self.kind = kind
+    def __init__(self, layout="auto"):
         self._layout = layout
         self._segments: list[_Segment] = []
         self._tail: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
