@@ -1,20 +1,20 @@
 """The staff back office: a Flask app of its own, served only on its own port."""
 import logging
 from functools import wraps
+from pathlib import Path
 
 from flask import abort, g, redirect, request, session, url_for
 from flask_wtf.csrf import CSRFProtect
 
+from backoffice.sessions import DatabaseSessionInterface
 from store.instance import Instance
 from store.models import Staff
-from web import ROOT, make_app, route_log
-
-from .sessions import DatabaseSessionInterface
+from web import make_app, route_log
 
 
 def create_app(instance: Instance | None = None):
     instance = instance or Instance()
-    app = make_app("backoffice", static_folder=ROOT / "intake" / "static")
+    app = make_app("backoffice", static_folder=Path(__file__).with_name("static"))
     app.config.update(
         SECRET_KEY=instance.settings.secret("session"),
         WTF_CSRF_TIME_LIMIT=None,           # the token lives as long as the session
@@ -38,7 +38,17 @@ def create_app(instance: Instance | None = None):
             else:
                 g.staff = staff
 
-    from . import admin, auth, domains, main, manual, patrol, review, stats, takedown
+    from backoffice import (
+        admin,
+        auth,
+        domains,
+        main,
+        manual,
+        patrol,
+        review,
+        stats,
+        takedown,
+    )
     for blueprint in (auth.bp, main.bp, review.bp, takedown.bp, manual.bp, domains.bp, patrol.bp, stats.bp,
                       admin.bp):
         app.register_blueprint(blueprint)

@@ -23,7 +23,7 @@ class LoginRefused(Exception):
         self.retry_after = retry_after
 
 
-def _totp_key(instance) -> bytes:
+def totp_key(instance) -> bytes:
     return instance.settings.secret("totp")
 
 
@@ -39,7 +39,7 @@ def add(instance, email: str, password: str, role: str) -> str:
         if s.execute(select(Staff).where(Staff.email == email)).first():
             raise ValueError(f"{email} already exists")
         staff = Staff(email=email, password_hash=passphrases.hash_secret(instance.pepper, password),
-                      totp_secret=envelope.encrypt(_totp_key(instance), secret.encode(), aad=email.encode()),
+                      totp_secret=envelope.encrypt(totp_key(instance), secret.encode(), aad=email.encode()),
                       role=role)
         s.add(staff)
         s.flush()
@@ -79,7 +79,7 @@ def authenticate(instance, email: str, password: str, code: str, now: float | No
         ok = passphrases.verify_secret(instance.pepper, staff.password_hash if staff else None, password)
         step = None
         if ok and staff.active:
-            secret = envelope.decrypt(_totp_key(instance), staff.totp_secret, aad=staff.email.encode()).decode()
+            secret = envelope.decrypt(totp_key(instance), staff.totp_secret, aad=staff.email.encode()).decode()
             step = _totp_step(secret, code, staff.last_totp_step, now)
         if staff is None:
             audit.record(s, "anonymous", "login.failed", "staff:unknown")

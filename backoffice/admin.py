@@ -1,13 +1,21 @@
 """Admin pages: staff accounts and system health (admin role only, CSRF on every form)."""
-from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, url_for
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    url_for,
+)
 from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectField
 
-from workers import health
-
-from . import current_instance, login_required, staffadmin
-from .accounts import ROLES, provisioning_uri
+from backoffice import current_instance, login_required, staffadmin
+from backoffice.accounts import ROLES, provisioning_uri
+from workers.system import health
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

@@ -1,13 +1,21 @@
 """Login with password + TOTP, and logout."""
-from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
+from backoffice import accounts, current_instance
 from store import audit
-
-from . import accounts, current_instance
 
 bp = Blueprint("auth", __name__)
 

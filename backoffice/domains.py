@@ -12,14 +12,22 @@ import io
 import re
 from dataclasses import dataclass, field
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import gettext as _
 from sqlalchemy import func, or_, select
 
+from backoffice import current_instance, login_required
 from store import audit
 from store.models import Domain, Takedown, TakedownEvent, utcnow
-
-from . import current_instance, login_required
 
 # --- columns ----------------------------------------------------------------------------------
 
@@ -46,7 +54,8 @@ ALIASES = {
 }
 
 try:        # patrol settings (seeds, frequency, budgets, gate) ride along in the same file
-    from workers.patrol import CSV_ALIASES as _PATROL_ALIASES, PATROL_FIELDS, clean_patrol
+    from workers.capture.patrol import CSV_ALIASES as _PATROL_ALIASES
+    from workers.capture.patrol import PATROL_FIELDS, clean_patrol
     ALIASES.update(_PATROL_ALIASES)
 except ImportError:   # pragma: no cover
     PATROL_FIELDS, clean_patrol = (), (lambda values: {})
@@ -150,7 +159,7 @@ def read_rows(text: str, report: ImportReport):
     try:
         header = next(reader)
     except StopIteration:
-        raise ImportError_("the file is empty")
+        raise ImportError_("the file is empty") from None
     mapping = {}
     for i, name in enumerate(header):
         target = ALIASES.get(_key(name))
@@ -310,11 +319,9 @@ def lookup_contacts(domain_id):
     with instance.session() as s:
         if s.get(Domain, domain_id) is None:
             abort(404)
-    try:
-        from workers.contacts import refresh_job
-        from workers.queue import queue
-        queue(instance.settings, "default").enqueue(refresh_job, str(domain_id), job_id=f"contacts-{domain_id}")
+    from workers import jobs
+    if jobs.enqueue(instance.settings, "contacts", str(domain_id), job_id=f"contacts-{domain_id}"):
         flash(_("Looking up the abuse contacts; reload in a minute."), "ok")
-    except Exception:
+    else:
         flash(_("The queue is not reachable; try again later."), "error")
     return redirect(url_for("domains.edit", domain_id=domain_id))

@@ -2,9 +2,8 @@
 from flask import Blueprint, g, render_template
 from sqlalchemy import func, select
 
+from backoffice import current_instance, login_required
 from store.models import Case, Match, Takedown
-
-from . import current_instance, login_required
 
 bp = Blueprint("main", __name__)
 

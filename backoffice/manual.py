@@ -1,11 +1,11 @@
 """Manual work on a case: staff add URLs they were told about or found, and record the
-victim's answer to the yearly question (workers/retention.py).
+victim's answer to the yearly question (store/continuation.py).
 
 Adding URLs (`add_urls`): one URL or a pasted list (one per line, or separated by spaces or
 commas; at most MAX_URLS). Each http(s) URL, normalised as the crawler does, becomes a
 Takedown row for the case at once (idempotent per case and URL: adding it again changes
 nothing) and a crawl job with the case's id and depth 0 (the page alone). The capture is
-real (Chromium, workers.crawl), and the matcher sees everything the page loaded, so matches
+real (Chromium, workers.capture.crawl), and the matcher sees everything the page loaded, so matches
 land in the review queue and evidence is kept as for any crawl. The job goes to the `crawl`
 queue when a crawl worker listens, else it runs in a thread of this process. `link_media`
 then records on each manual takedown the media of its capture that matched this case (URL
@@ -19,14 +19,31 @@ import re
 import threading
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import gettext as _
 from sqlalchemy import select
 
+from backoffice import current_instance, login_required
 from store import audit
-from store.models import Capture, Case, CrawlJob, Match, Media, Takedown, TakedownEvent, utcnow
-
-from . import current_instance, login_required
+from store.models import (
+    Capture,
+    Case,
+    CrawlJob,
+    Match,
+    Media,
+    Takedown,
+    TakedownEvent,
+    utcnow,
+)
 
 log = logging.getLogger("kesu.manual")
 
@@ -40,7 +57,7 @@ _SPLIT = re.compile(r"[\s,、]+")
 
 def parse_urls(text: str) -> tuple[list[str], list[str]]:
     """(good URLs normalised and distinct, in order; bad entries) from pasted text."""
-    from workers.crawl import normalise
+    from workers.capture.crawl import normalise
     good, bad, seen = [], [], set()
     for raw in _SPLIT.split(text or ""):
         raw = raw.strip().strip("<>\"'")
@@ -66,9 +83,8 @@ def add_urls(instance, case_id: int, text: str, actor: str) -> dict:
 
     Returns {"added": [(url, takedown_id, job_id)], "known": [(url, takedown_id)], "bad": [...]}.
     """
-    from workers.crawl import create_job
-
-    from .review import _domain_id
+    from backoffice.review import domain_id
+    from workers.capture.crawl import create_job
     urls, bad = parse_urls(text)
     if len(urls) > MAX_URLS:
         raise ValueError(f"at most {MAX_URLS} URLs at once")
@@ -89,7 +105,7 @@ def add_urls(instance, case_id: int, text: str, actor: str) -> dict:
             if td is not None:            # added meanwhile by another click: keep that one
                 known.append((url, td.id))
                 continue
-            td = Takedown(case_id=case_id, url=url, domain_id=_domain_id(s, url), status="ongoing")
+            td = Takedown(case_id=case_id, url=url, domain_id=domain_id(s, url), status="ongoing")
             s.add(td)
             s.flush()
             s.add(TakedownEvent(takedown_id=td.id, kind="manual", actor=actor, detail={"job": job_id}))
@@ -102,7 +118,7 @@ def add_urls(instance, case_id: int, text: str, actor: str) -> dict:
 
 def capture(instance, job_ids: list[int], driver=None) -> None:
     """Run the crawl jobs here (real capture and matching), then link what matched."""
-    from workers.crawl import crawl
+    from workers.capture.crawl import crawl
     cases = set()
     for job_id in job_ids:
         try:
@@ -121,18 +137,12 @@ def start(instance, job_ids: list[int]) -> str:
     """Hand the jobs to the crawl workers ("queued"), or capture them in a thread ("here")."""
     if not job_ids:
         return "none"
-    from workers.queue import queue, workers_listening
+    from workers.system.queue import workers_listening
     if workers_listening(instance.settings, "crawl") > 0:
-        try:
-            from workers.crawl import run_job
-            q = queue(instance.settings, "crawl")
-            for job_id in job_ids:
-                q.enqueue(run_job, job_id, job_id=f"kesu-crawl-{job_id}",
-                          job_timeout=instance.settings.crawl_max_seconds + 300, result_ttl=3600,
-                          failure_ttl=7 * 86400)
+        from workers import jobs
+        if all([jobs.enqueue(instance.settings, "crawl", job_id, job_id=f"kesu-crawl-{job_id}",
+                             job_timeout=instance.settings.crawl_max_seconds + 300) for job_id in job_ids]):
             return "queued"
-        except Exception as exc:
-            log.warning("could not enqueue manual captures: %s", type(exc).__name__)
     threading.Thread(target=capture, args=(instance, list(job_ids)), daemon=True, name="kesu-manual").start()
     return "here"
 
@@ -252,13 +262,13 @@ def add(case_id):
 @bp.route("/cases/<int:case_id>/answer", methods=["POST"])
 @login_required("staff")
 def answer(case_id):
-    from workers import retention
+    from store import continuation
     instance = current_instance()
     reply = request.form.get("answer", "")
-    if reply not in retention.ANSWERS:
+    if reply not in continuation.ANSWERS:
         abort(400)
     try:
-        retention.answer(instance, case_id, reply, _actor())
+        continuation.answer(instance, case_id, reply, _actor())
     except LookupError:
         abort(404)
     flash(_("The answer is recorded.") if reply == "continue" else

@@ -3,14 +3,22 @@ domain's patrol settings (seeds, frequency, budgets, "next" selector, gate, cook
 
 Numbers only: domains, counts, errors; never a case, never a signal.
 """
-import click
-from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import gettext as _
 
+from backoffice import current_instance, login_required
 from store import audit
 from store.models import Domain, utcnow
-
-from . import current_instance, login_required
 
 bp = Blueprint("patrol", __name__, url_prefix="/patrol")
 
@@ -23,7 +31,7 @@ def _labels() -> dict:
 @bp.route("/")
 @login_required()
 def index():
-    from workers.patrol import overview
+    from workers.capture.patrol import overview
     data = overview(current_instance())
     return render_template("backoffice/patrol.html", data=data, labels=_labels())
 
@@ -31,7 +39,7 @@ def index():
 @bp.route("/data.json")
 @login_required()
 def data_json():
-    from workers.patrol import overview
+    from workers.capture.patrol import overview
     data = overview(current_instance())
     data["labels"] = _labels()
     return jsonify(data)
@@ -52,7 +60,7 @@ def _as_text(domain) -> dict:
 @bp.route("/domains/<int:domain_id>", methods=["GET", "POST"])
 @login_required("staff")
 def edit(domain_id):
-    from workers.patrol import clean_patrol, site_config
+    from workers.capture.patrol import clean_patrol, site_config
     instance = current_instance()
     error = None
     with instance.session() as s:
@@ -79,38 +87,3 @@ def edit(domain_id):
         effective = site_config(instance.settings, domain)
     return render_template("backoffice/patrol_domain.html", domain=domain, values=values, error=error,
                            effective=effective), (400 if error else 200)
-
-
-# --- `kesu patrol` (manage.py registers it: cli.add_command(patrol_command, "patrol")) -------------
-
-@click.command("patrol")
-@click.option("--domain", "domains", multiple=True, help="Patrol only this domain (repeatable), due or not.")
-@click.option("--limit", type=int, default=None, help="At most this many due domains.")
-@click.option("--fill", "fill_only", is_flag=True, help="Only put due domains on the crawl queue (for the workers).")
-def patrol_command(domains, limit, fill_only):
-    """Patrol due domains now in this process (one browser), or --fill the crawl queue.
-    Prints one JSON line per run (pages, bytes, media, matches, errors, what stopped it)."""
-    import json
-
-    from sqlalchemy import select
-
-    from workers import patrol as P
-    from .manage import open_instance
-    instance = open_instance(unlock=True)
-    if fill_only:
-        click.echo(json.dumps({"queued": P.fill(instance)}))
-        return
-    if domains:
-        with instance.session() as s:
-            ids = list(s.execute(select(Domain.id).where(Domain.domain.in_(domains))).scalars())
-        from workers.crawl import _browser
-        driver = _browser(instance.settings)
-        try:
-            runs = [P.patrol_site(instance, i, driver=driver) for i in ids]
-        finally:
-            driver.quit()
-    else:
-        runs = P.patrol(instance, limit=limit,
-                        progress=lambda p: click.echo(f"{p.get('domain')} {p.get('url')}", err=True))
-    for r in runs:
-        click.echo(json.dumps({k: v for k, v in r.items() if k != "detail"}))

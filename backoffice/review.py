@@ -7,21 +7,30 @@ matched media, decrypted here in memory, and are blurred until clicked (staff we
 media without kept bytes (minor category, videos, or nothing kept) show a neutral
 placeholder. Confirming a pair creates the Takedown for its page (with the media URL), and
 every view, thumbnail and decision is written to the audit log (ids only, never content).
-Decisions also go to Review rows and train the confidence model (workers.match.retrain).
+Decisions also go to Review rows and train the confidence model (workers.matching.matcher.retrain).
 """
 import io
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import gettext as _
 from sqlalchemy import func, select
 
+from backoffice import current_instance, login_required
 from crypto.sealing import unseal
 from store import audit
 from store.models import Capture, Case, Domain, Match, Media, Review, Takedown, utcnow
-from workers.confidence import FLAG_AT
-
-from . import current_instance, login_required
+from workers.matching.confidence import FLAG_AT
 
 bp = Blueprint("review", __name__, url_prefix="/review")
 
@@ -85,7 +94,7 @@ def queue_page(instance, view: str = "open", page: int = 1) -> tuple[list[dict],
 
 def _labels(instance, case_ids) -> dict:
     """Each case's item labels (decrypted with the case key, in memory only)."""
-    from workers.takein import item_labels
+    from workers.cases.takein import item_labels
     out = {}
     for case_id in case_ids:
         try:
@@ -132,7 +141,7 @@ def thumbnail_bytes(instance, media_id: int) -> bytes | None:
     try:
         data_key = unseal(instance.private_keys().private_key, sealed_key)
         data = instance.blobs.get(data_key, name)
-        from workers.images import decode_image
+        from workers.signals.images import decode_image
         img = decode_image(data)
         img.thumbnail((THUMB_SIDE, THUMB_SIDE))
         out = io.BytesIO()
@@ -156,7 +165,7 @@ def thumb(media_id: int):
 
 # --- decisions -----------------------------------------------------------------------------------
 
-def _domain_id(session, url: str) -> int | None:
+def domain_id(session, url: str) -> int | None:
     host = _host(url)
     parts = host.split(".")
     for i in range(len(parts) - 1):
@@ -193,7 +202,7 @@ def decide(instance, actor: str, staff_id: int | None, pairs: list[tuple[int, in
             entry = {"url": media.url, "key": media.sha256_key}
             td = s.execute(select(Takedown).where(Takedown.case_id == case_id, Takedown.url == page)).scalars().first()
             if td is None:
-                td = Takedown(case_id=case_id, url=page, domain_id=_domain_id(s, page), status="ongoing")
+                td = Takedown(case_id=case_id, url=page, domain_id=domain_id(s, page), status="ongoing")
                 if hasattr(Takedown, "media"):
                     td.media = [entry]
                 s.add(td)

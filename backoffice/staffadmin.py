@@ -10,12 +10,11 @@ from __future__ import annotations
 import pyotp
 from sqlalchemy import func, select
 
+from backoffice.accounts import ROLES, _totp_key
+from backoffice.sessions import DatabaseSessionInterface
 from crypto import envelope
 from store import audit
 from store.models import Staff, StaffSession, utcnow
-
-from .accounts import ROLES, _totp_key
-from .sessions import DatabaseSessionInterface
 
 
 class StaffError(ValueError):

@@ -13,9 +13,8 @@ from flask import Blueprint, Response, jsonify, render_template, request
 from flask_babel import gettext as _
 from sqlalchemy import extract, func, select
 
+from backoffice import current_instance, login_required
 from store.models import Case, Domain, Takedown, TakedownTally
-
-from . import current_instance, login_required
 
 bp = Blueprint("stats", __name__, url_prefix="/stats")
 

@@ -1,18 +1,26 @@
 """Takedown items: the route to take, the notice to preview and send (or copy into a form),
 marking a form request as sent, and the item's history. Staff see the URL and the category,
 never the victim's details."""
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import gettext as _
 from sqlalchemy import func, select
 
+from backoffice import current_instance, login_required
 from store import audit
 from store.models import Case, Domain, Notice, Schedule, Takedown, TakedownEvent, utcnow
-from workers import notify, predict
-
-from . import current_instance, login_required
+from store.vocabulary import LANGUAGES, TAKEDOWN_STATUSES
+from workers.takedown import notify, predict
 
 bp = Blueprint("takedown", __name__, url_prefix="/takedowns")
-STATUSES = ("ongoing", "requested", "still_up", "partly_removed", "removed", "on_hold")
 PAGE = 50
 
 
@@ -43,12 +51,12 @@ def index():
     page = max(1, request.args.get("page", 1, type=int))
     with current_instance().session() as s:
         stmt = select(Takedown, Domain.domain).join(Domain, Domain.id == Takedown.domain_id, isouter=True)
-        if status in STATUSES:
+        if status in TAKEDOWN_STATUSES:
             stmt = stmt.where(Takedown.status == status)
         total = s.execute(select(func.count()).select_from(stmt.subquery())).scalar()
         rows = s.execute(stmt.order_by(Takedown.updated_at.desc(), Takedown.id.desc())
                          .offset((page - 1) * PAGE).limit(PAGE)).all()
-    return render_template("backoffice/takedowns.html", rows=rows, status=status, statuses=STATUSES,
+    return render_template("backoffice/takedowns.html", rows=rows, status=status, statuses=TAKEDOWN_STATUSES,
                            status_labels=status_labels(), route_labels=route_labels(), total=total, page=page,
                            per_page=PAGE)
 
@@ -68,7 +76,7 @@ def item(takedown_id):
         chosen = request.args.get("route") or td.proposal or td.route or predict.first_route(steps)
         if chosen not in [st["route"] for st in steps]:
             chosen = predict.first_route(steps)
-        lang = request.args.get("lang") or (case.language if case and case.language in notify.LANGUAGES else "ja")
+        lang = request.args.get("lang") or (case.language if case and case.language in LANGUAGES else "ja")
         preview, refused = None, None
         try:
             preview = notify.render(instance, s, td, chosen, lang)
@@ -96,7 +104,7 @@ def send(takedown_id):
     address = request.form.get("address", "").strip() or None
     again = request.form.get("again") == "1"
     try:
-        notice_id = notify.prepare(instance, takedown_id, route, lang if lang in notify.LANGUAGES else "ja",
+        notice_id = notify.prepare(instance, takedown_id, route, lang if lang in LANGUAGES else "ja",
                                    actor=f"staff:{g.staff.id}", address=address, again=again)
     except KeyError:
         abort(404)

@@ -2,11 +2,11 @@
 
 Three ways over the same pages, a few rounds each, one Chromium each:
   bare     plain Selenium `get` (waits for the load event), nothing recorded
-  capture  workers.capture.capture: DevTools network capture, bodies, scrolling, settle,
+  capture  workers.capture.page.capture: DevTools network capture, bodies, scrolling, settle,
            whole-file fetches, MHTML, stamped full-page screenshot (default limits: the page
            must stay quiet for 1 s, so delayed loads are caught); again with a 0.3 s quiet
            window, to show how much of the time is that deliberate wait
-  crawl    workers.crawl.crawl on a fresh instance: capture + signals (PDQ, vPDQ; faces off)
+  crawl    workers.capture.crawl.crawl on a fresh instance: capture + signals (PDQ, vPDQ; faces off)
            + sealed Media rows (nothing matches, so no evidence files)
 Prints pages per minute and media per second for each, and the ratio capture/bare and
 crawl/bare of the time per page (the capture overhead).
@@ -37,7 +37,7 @@ def bare(base, rounds):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    from workers.capture import CHROMIUM_FLAGS
+    from workers.capture.page import CHROMIUM_FLAGS
     opts = webdriver.ChromeOptions()
     opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
     for flag in [*CHROMIUM_FLAGS, "--window-size=1280,900"]:
@@ -58,7 +58,7 @@ def bare(base, rounds):
 
 
 def capture(base, rounds, idle=None):
-    from workers import capture as cap
+    from workers.capture import page as cap
     driver = cap.open_browser()
     limits = cap.Limits() if idle is None else cap.Limits(idle_seconds=idle)
     times, media = [], 0
@@ -81,9 +81,9 @@ def crawl(base, rounds):
     from store.config import load
     from store.instance import Instance
     from store.models import Media
-    from workers import capture as cap
-    from workers.crawl import crawl as run_crawl
-    from workers.crawl import create_job
+    from workers.capture import page as cap
+    from workers.capture.crawl import crawl as run_crawl
+    from workers.capture.crawl import create_job
     times, media = [], 0
     with tempfile.TemporaryDirectory(prefix="kesu-bench-") as tmp:
         inst = Instance(load(Path(tmp) / "instance", crawl_allow_private=True, crawl_delay=0, crawl_faces=0))

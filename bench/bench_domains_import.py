@@ -36,6 +36,7 @@ def generate(rows: int, seed: int = 7) -> bytes:
 
 def main(rows: int = 17000) -> None:
     from conftest import make_instance
+
     from backoffice.domains import import_csv
     data = generate(rows)
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,7 +11,7 @@ recall and precision (both must be 1.0: both are exact).
 
 Calibration: the face-api sample photos (node_modules/@vladmandic/face-api/demo/sample*.jpg),
 each also half size, JPEG quality 40, mirrored and rotated 5 degrees, through
-workers.faces.describe_faces (dlib). Same face under a transform (each transformed face to
+workers.signals.faces.describe_faces (dlib). Same face under a transform (each transformed face to
 the nearest face of its own original) against faces of different photos; the threshold in
 workers/index.py is derived from these figures (see its comment).
 """
@@ -26,7 +26,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from workers.index import FACE_THRESHOLD, FaceIndex  # noqa: E402
+from workers.matching.index import FACE_THRESHOLD, FaceIndex  # noqa: E402
 
 SAMPLES = ROOT / "node_modules/@vladmandic/face-api/demo"
 
@@ -81,7 +81,8 @@ def scale(n: int, nq: int, brute_q: int) -> bool:
 
 def calibrate() -> None:
     from PIL import Image, ImageOps
-    from workers.faces import describe_faces
+
+    from workers.signals.faces import describe_faces
     same, diff, origs = [], [], []
     for path in sorted(SAMPLES.glob("sample*.jpg")):
         img = Image.open(path).convert("RGB")

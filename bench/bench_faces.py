@@ -5,7 +5,7 @@
 
 Upscales one of face-api's demo group photos to 12 MP (JPEG), then times, in the same run:
   browser: decode (createImageBitmap) + describeFaces (wasm backend), in headless Chromium
-  server:  decode (Pillow) + workers.faces.describe_faces (dlib, HOG on CPU)
+  server:  decode (Pillow) + workers.signals.faces.describe_faces (dlib, HOG on CPU)
 and prints the medians and their ratio (browser / server). Target: < 1 s per photo in the
 browser.
 """
@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from browser_signals import _wait, make_driver, serve  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from browser_signals import _wait, make_driver, serve  # noqa: E402
-from workers import faces  # noqa: E402
+from workers.signals import faces  # noqa: E402
 
 SAMPLES = ROOT / "node_modules" / "@vladmandic" / "face-api" / "demo"
 MEGAPIXELS = 12.0
@@ -104,8 +104,11 @@ def main() -> int:
 
     b_total = statistics.median(d + f for d, f in browser)
     s_total = statistics.median(d + f for d, f in server)
-    print(f"browser ({backend}): {b_total:.3f} s per photo (decode {med(browser, 0):.3f} s, faces {med(browser, 1):.3f} s), {n_browser} faces")
-    print(f"server (dlib, {'CNN on CUDA' if faces.uses_cuda() else 'HOG on CPU'}): {s_total:.3f} s per photo (decode {med(server, 0):.3f} s, faces {med(server, 1):.3f} s), {n_server} faces")
+    print(f"browser ({backend}): {b_total:.3f} s per photo "
+          f"(decode {med(browser, 0):.3f} s, faces {med(browser, 1):.3f} s), {n_browser} faces")
+    detector = "CNN on CUDA" if faces.uses_cuda() else "HOG on CPU"
+    print(f"server (dlib, {detector}): {s_total:.3f} s per photo "
+          f"(decode {med(server, 0):.3f} s, faces {med(server, 1):.3f} s), {n_server} faces")
     print(f"ratio browser/server: {b_total / s_total:.2f}")
     print(f"target < 1 s per photo in the browser: {'met' if b_total < 1.0 else 'NOT met'}")
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (timings of a busy machine run long)")

@@ -3,7 +3,7 @@
 Serves N generated sites (tests/patrol_sites.py: each on its own loopback address, a listing
 with pagination, generated images), then, in one process with one Chromium:
 
-  patrol, first run   every page new: each is loaded and captured in full (workers.capture:
+  patrol, first run   every page new: each is loaded and captured in full (workers.capture.page:
                       DevTools network capture, scrolling, screenshot, MHTML), its media hashed
                       and matched (the real matcher, one registered case), and written (DESIGN §3)
   patrol, second run  nothing changed: robots.txt remembered, one conditional request per domain
@@ -11,7 +11,7 @@ with pagination, generated images), then, in one process with one Chromium:
                       nothing captured): the baseline, measured in the same run
 
 and prints pages per hour per worker, the ratio patrol / bare Chromium, and the workers needed
-for 17,000 domains at the default budgets (workers.patrol.DEFAULTS), with the formula:
+for 17,000 domains at the default budgets (workers.capture.patrol.DEFAULTS), with the formula:
 
   worst case (every page of every domain new each run):
       workers = domains x pages_per_run x runs_per_day / (pages_per_hour x 24)
@@ -39,10 +39,11 @@ DOMAINS = 17000
 def main(n_sites: int = 12, changed: float = 0.1) -> int:
     import patrol_sites
     from conftest import make_instance
+
     from store.models import Domain, utcnow
-    from workers import crawl as cr
-    from workers import match
-    from workers import patrol as P
+    from workers.capture import crawl as cr
+    from workers.capture import patrol as P
+    from workers.matching import matcher as match
 
     folder = Path(tempfile.mkdtemp(prefix="kesu-bench-patrol-"))
     # the crawler's production defaults (1 s quiet window, 1 s between pages of a host), faces off
@@ -67,7 +68,7 @@ def main(n_sites: int = 12, changed: float = 0.1) -> int:
         urls = [site.base + "/new" + (f"?page={p}" if p > 1 else "")
                 for site in sites for p in range(1, -(-len(site.uploads) // patrol_sites.PER_PAGE) + 1)]
         # the baseline: a plain Chromium loading the same pages (load event), nothing captured
-        from workers.chromium import new_driver
+        from workers.capture.chromium import new_driver
         plain = new_driver()                     # the same Chromium and flags, default page load strategy
         try:
             plain.get(urls[0])

@@ -1,7 +1,7 @@
 """PDQ of a 12-megapixel photo: in headless Chromium (pdq.js) against the server (pdqhash).
 
 Baseline measured in the same run: pdqhash.compute (Meta's C++ reference, through
-workers.images) on the very pixels the browser hashes. The browser's and the server's runs
+workers.signals.images) on the very pixels the browser hashes. The browser's and the server's runs
 are interleaved, so that both see the same machine load. Prints absolute times (median) and
 the ratio browser / server, for the hash alone and for the whole photo (decode + the PDQ
 variants; the browser's figure also holds SHA-256 and MD5 of the file).
@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from conftest import HARNESS, STATIC, _Handler, _Server, make_chromium, wait_for  # noqa: E402
-from workers.images import decode_image, image_signals, pdq_distance, pdq_hash  # noqa: E402
+
+from workers.signals.images import decode_image, image_signals, pdq_distance, pdq_hash  # noqa: E402
 
 FACE = ROOT / "node_modules/@vladmandic/face-api/demo/sample1.jpg"
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from workers.index import PDQ_THRESHOLD, PDQIndex, hamming_brute  # noqa: E402
+from workers.matching.index import PDQ_THRESHOLD, PDQIndex, hamming_brute  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -265,7 +265,7 @@ def main() -> int:
     ap.add_argument("--ten-million", action="store_true", help="also build 10M (~1.3 GiB, a few minutes each)")
     ap.add_argument("--no-threatexchange", action="store_true", help="skip ThreatExchange's indexes")
     args = ap.parse_args()
-    print(f"multi-index hashing (workers.index.PDQIndex); {os.cpu_count()} CPU(s), "
+    print(f"multi-index hashing (workers.matching.index.PDQIndex); {os.cpu_count()} CPU(s), "
           f"load average {os.getloadavg()[0]:.2f} at start")
     ok = True
     for kind in (("random", "structured") if args.data == "both" else (args.data,)):

@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/bench_signals.py [--photos 24] [--rounds 2]
 
-What the crawler runs on each image body it captured (workers.signals.body_signals): SHA-256
+What the crawler runs on each image body it captured (workers.signals.media.body_signals): SHA-256
 and MD5 of the bytes, the plain decode (EXIF orientation applied), PDQ of the full image, the
 trimmed one and five thumbnail-shaped centre crops, the eight dihedral turns, and face
 descriptors (dlib HOG on the CPU, the image downscaled first). In one process, so on one core.
@@ -11,7 +11,7 @@ descriptors (dlib HOG on the CPU, the image downscaled first). In one process, s
 Photos: JPEGs of everyday sizes (0.3 to 12 megapixels): the face-api sample photos (people,
 so the face detector finds and describes faces) and generated pictures (no faces), in turn.
 The baseline, measured in the same run on the same bodies: the decode alone (Pillow,
-workers.images.decode_image). Prints images per second for the pipeline without faces and with
+workers.signals.images.decode_image). Prints images per second for the pipeline without faces and with
 faces, and each as a ratio to the decode.
 """
 from __future__ import annotations
@@ -29,8 +29,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from workers.images import decode_image  # noqa: E402
-from workers.signals import body_signals  # noqa: E402
+from workers.signals.images import decode_image  # noqa: E402
+from workers.signals.media import body_signals  # noqa: E402
 
 SAMPLES = ROOT / "node_modules" / "@vladmandic" / "face-api" / "demo"
 MEGAPIXELS = (0.3, 1, 2, 4, 8, 12)

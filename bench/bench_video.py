@@ -20,12 +20,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import conftest  # noqa: E402  (the tests' static server and Chromium settings)
-from workers import videos  # noqa: E402
+
+from workers.signals import videos  # noqa: E402
 
 CASES = [
     ("h264 640x360 30fps", "testsrc2=size=640x360:rate=30", ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"], "mp4"),
-    ("h264 1280x720 30fps", "testsrc2=size=1280x720:rate=30", ["-c:v", "libx264", "-preset", "veryfast", "-crf", "30", "-pix_fmt", "yuv420p"], "mp4"),
-    ("vp9 640x360 30fps", "testsrc2=size=640x360:rate=30", ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "500k", "-pix_fmt", "yuv420p"], "webm"),
+    ("h264 1280x720 30fps", "testsrc2=size=1280x720:rate=30",
+     ["-c:v", "libx264", "-preset", "veryfast", "-crf", "30", "-pix_fmt", "yuv420p"], "mp4"),
+    ("vp9 640x360 30fps", "testsrc2=size=640x360:rate=30",
+     ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "500k", "-pix_fmt", "yuv420p"], "webm"),
 ]
 
 

@@ -19,7 +19,7 @@ def create_app(instance: Instance | None = None):
     app.extensions["kesu"] = instance
     route_log(app, "kesu.intake")
 
-    from . import api, main
+    from intake import api, main
     app.register_blueprint(api.bp)
     app.register_blueprint(main.bp)
     return app

@@ -4,31 +4,27 @@ Every request that names a case runs the same path whether or not the case exist
 throttle (keyed by the HMAC of the number), one database look-up, one Argon2id check;
 a wrong passphrase and an unknown case both get the same 401. Sealed submissions are
 stored as they came and handed to the take-in worker by id (never by content); without a
-reachable Redis they wait in the database for `workers.takein.take_in_pending`.
+reachable Redis they wait in the database for `workers.cases.takein.take_in_pending`.
 """
 import logging
 import threading
 
-import redis
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import select
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from crypto.sealing import unb64
-from store import cases
+from intake import current_instance
+from intake.throttle import RateLimit, Throttle, retry_after
+from store import cases, continuation
 from store.models import OrgKey
-from workers.queue import queue, redis_url
-
-from . import current_instance
-from .throttle import RateLimit, Throttle, retry_after
+from workers import jobs  # job names only: the intake never imports code that decrypts
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 log = logging.getLogger("kesu.intake")
 
 SEAL_OVERHEAD = 48                       # crypto_box_SEALBYTES: an ephemeral key and a MAC
 PASSPHRASE_HEADER = "X-Kesu-Passphrase"
-TAKE_IN = "workers.takein.take_in"       # by name: the intake never imports code that decrypts
-CASE_WITHDRAWN = "workers.match.case_withdrawn"   # the matcher drops the case from its index
 _UNAUTHORISED = {"error": "unknown_case_or_passphrase",
                  "message": "The case number or the passphrase is not right."}
 _throttle_lock = threading.Lock()
@@ -90,15 +86,8 @@ def _sealed_body():
     return (body["key_id"], sealed), None
 
 
-def _enqueue(name: str, *ids, queue_name: str = "default") -> bool:
-    settings = current_instance().settings
-    try:
-        conn = redis.Redis.from_url(redis_url(settings), socket_connect_timeout=1, socket_timeout=5)
-        queue(settings, queue_name, conn).enqueue(name, *ids, result_ttl=0, failure_ttl=7 * 86400)
-        return True
-    except (redis.exceptions.RedisError, OSError):
-        log.warning("queue not reachable: the submission waits in the database for take-in")
-        return False
+def _enqueue(name: str, *ids) -> bool:
+    return jobs.enqueue(current_instance().settings, name, *ids)
 
 
 def _authenticated(number: str):
@@ -131,7 +120,7 @@ def create_case():
         return _error(429, "slow_down", "Many cases are being registered right now. Please try again shortly.",
                       Retry_After=retry_after(wait))
     number, passphrase, _case_id, submission_id = cases.create_case(current_instance(), key_id, sealed)
-    _enqueue(TAKE_IN, submission_id)
+    _enqueue("take_in", submission_id)
     return jsonify(case_number=number, passphrase=passphrase), 201
 
 
@@ -145,7 +134,7 @@ def add_signals(number):
         return error
     key_id, sealed = parsed
     submission_id = cases.add_submission(current_instance(), case_id, key_id, sealed)
-    _enqueue(TAKE_IN, submission_id)
+    _enqueue("take_in", submission_id)
     return jsonify(received=True), 202
 
 
@@ -154,9 +143,8 @@ def case_status(number):
     case_id, error = _authenticated(number)
     if error:
         return error
-    from workers import retention
     # She came to look: that answers the yearly "shall we go on?" question (rows only, no keys).
-    retention.answered(current_instance(), case_id)
+    continuation.answered(current_instance(), case_id)
     found = cases.status(current_instance(), case_id)
     if found is None:
         return jsonify(_UNAUTHORISED), 401
@@ -179,5 +167,5 @@ def withdraw(number):
     if error:
         return error
     cases.withdraw(current_instance(), case_id)
-    _enqueue(CASE_WITHDRAWN, case_id, queue_name="match")
+    _enqueue("case_withdrawn", case_id)   # the matcher drops the case from its index
     return "", 204

@@ -6,9 +6,8 @@ when the button is pressed (nothing is loaded from it before).
 """
 from flask import Blueprint, render_template
 
+from intake import current_instance
 from web import current_language
-
-from . import current_instance
 
 bp = Blueprint("main", __name__)
 

@@ -82,7 +82,7 @@ def serve(paths):
 
 def make_driver(width=1280, height=900):
     """Headless Debian Chromium through Selenium, offline."""
-    from workers.chromium import new_driver
+    from workers.capture.chromium import new_driver
     return new_driver(width, height, script_timeout=600)
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Copies the browser dependencies installed by `npm ci` into intake/static/vendor/,
-# so every intake page loads them from our own origin (no CDN, no third party).
+# Copies the browser dependencies installed by `npm ci` into intake/static/vendor/ (and the
+# back office's into backoffice/static/vendor/), so every page loads them from our own origin (no CDN, no third party).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 nm=node_modules
@@ -23,9 +23,12 @@ sed 's#from"libsodium"#from"./libsodium.mjs"#; s#from "libsodium"#from "./libsod
   $nm/libsodium-wrappers/dist/modules-esm/libsodium-wrappers.mjs > "$out.tmp/libsodium/libsodium-wrappers.mjs"
 grep -q '"./libsodium.mjs"' "$out.tmp/libsodium/libsodium-wrappers.mjs"
 
-# hash-wasm (streamed SHA-256 / MD5 of large files) and Chart.js (back office charts).
-mkdir -p "$out.tmp/hash-wasm" "$out.tmp/chart.js"
+# hash-wasm (streamed SHA-256 / MD5 of large files).
+mkdir -p "$out.tmp/hash-wasm"
 cp $nm/hash-wasm/dist/index.esm.min.js "$out.tmp/hash-wasm/hash-wasm.mjs"
-cp $nm/chart.js/dist/chart.umd.min.js "$out.tmp/chart.js/"
-
 rm -rf "$out" && mv "$out.tmp" "$out"
+
+# Chart.js: the back office's charts, served by the back office only.
+staff=backoffice/static/vendor
+rm -rf "$staff" && mkdir -p "$staff/chart.js"
+cp $nm/chart.js/dist/chart.umd.min.js "$staff/chart.js/"

@@ -50,7 +50,7 @@ done
 
 # 4. Browser dependencies from npm, built into intake/static/vendor/ (never committed).
 js_stamp="$stamps/browser-$(digest package.json package-lock.json scripts/build-vendor.sh)"
-if [ ! -f "$js_stamp" ] || [ ! -d intake/static/vendor ]; then
+if [ ! -f "$js_stamp" ] || [ ! -d intake/static/vendor ] || [ ! -d backoffice/static/vendor ]; then
   say "installing browser dependencies from npm and building intake/static/vendor/"
   npm ci --no-audit --no-fund --loglevel=error >/dev/null
   scripts/build-vendor.sh

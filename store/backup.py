@@ -153,7 +153,7 @@ def _sqlite_path(url: str) -> Path | None:
 def _kind(coltype) -> str:
     if isinstance(coltype, sqltypes.JSON):
         return "json"
-    if isinstance(coltype, sqltypes._Binary):
+    if isinstance(coltype, sqltypes._Binary):  # noqa: SLF001 (SQLAlchemy names no public base of its binary types)
         return "binary"
     if isinstance(coltype, sqltypes.DateTime):
         return "datetime"

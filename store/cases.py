@@ -22,15 +22,13 @@ from sqlalchemy.exc import IntegrityError
 from crypto import envelope, passphrases
 
 from .models import Case, Item, Signal, Submission, Takedown, today
+from .vocabulary import REMOVED_STATUSES, REQUESTED_STATUSES
 
 log = logging.getLogger("kesu.cases")
 
 CASE_DIGITS = 12
 _NOT_DIGIT = re.compile(r"\D+")
 
-# Takedown states as the victim sees them (store.models.Takedown.status).
-REQUESTED_STATES = ("requested", "still_up", "partly_removed")
-REMOVED_STATES = ("removed",)
 
 # Called as hook(instance, case_id) after a case was withdrawn (its rows and key are gone).
 # The matcher registers here (or the intake enqueues its job), see `on_withdraw`.
@@ -131,8 +129,8 @@ def status(instance, case_id: int) -> dict | None:
         return {
             "status": case.status,
             "found": sum(counts.values()),
-            "requested": sum(counts.get(k, 0) for k in REQUESTED_STATES),
-            "removed": sum(counts.get(k, 0) for k in REMOVED_STATES),
+            "requested": sum(counts.get(k, 0) for k in REQUESTED_STATUSES),
+            "removed": sum(counts.get(k, 0) for k in REMOVED_STATUSES),
             "updated": case.updated_on.isoformat(),
             "items": [{"item": i, "kind": k} for i, k in items],
             "pending": int(pending or 0),

@@ -119,7 +119,7 @@ def load(instance: str | os.PathLike | None = None, **overrides) -> Settings:
     if config_file.exists():
         values.update(tomllib.loads(config_file.read_text("utf-8")))
     known = {f.name: f for f in fields(Settings) if f.name not in ("instance", "extra")}
-    for name, f in known.items():
+    for name, _f in known.items():
         env = os.environ.get("KESU_" + name.upper())
         if env is not None:
             values[name] = env

@@ -25,7 +25,7 @@ log = logging.getLogger("kesu.instance")
 # Columns holding sealed boxes to the org key (besides the key store's files), which
 # `rotate_key` re-seals to the new key: (table, primary key, column, layout). Layout "box":
 # the value is one sealed box; "len16": a 2-byte big-endian length, a sealed box of that
-# length, then data under the key in the box (workers.notify's archive). Modules that seal
+# length, then data under the key in the box (workers.takedown.notify's archive). Modules that seal
 # more to the org key add theirs here.
 SEALED_COLUMNS: list[tuple[str, str, str, str]] = [
     ("captures", "id", "data_key", "box"),
@@ -48,7 +48,7 @@ class _OrgKeyStore(KeyStore):
         if not path.exists():
             return None
         sealed = path.read_bytes()
-        others = [k.private_key for k in self._instance._all.values() if k.private_key != private_key]
+        others = [k.private_key for k in self._instance._all.values() if k.private_key != private_key]  # noqa: SLF001 (same module)
         for key in [private_key, *others]:
             try:
                 return unseal(key, sealed)
@@ -59,8 +59,9 @@ class _OrgKeyStore(KeyStore):
     def create(self, case_id: int, public_key: bytes) -> bytes:
         # The active key this process unlocked (never an older one a submission came with),
         # so this process can always read back what it wrote.
-        if self._instance._keys is not None:
-            public_key = self._instance._keys.public_key
+        active = self._instance._keys  # noqa: SLF001 (same module)
+        if active is not None:
+            public_key = active.public_key
         return super().create(case_id, public_key)
 
 

@@ -6,8 +6,7 @@ case numbers are keyed hashes, passphrases and passwords Argon2id hashes.
 """
 from datetime import date, datetime, timezone
 
-from sqlalchemy import (JSON, Boolean, Date, DateTime, Float, ForeignKey, Integer, LargeBinary,
-                        String, Text, UniqueConstraint)
+from sqlalchemy import JSON, Boolean, Date, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -213,9 +212,9 @@ class Domain(Base):
     hosting: Mapped[str] = mapped_column(String(200), default="")
     notes: Mapped[str] = mapped_column(Text, default="")
     contacts: Mapped[dict | None] = mapped_column(JSON)                   # abuse contacts found (RDAP, security.txt)
-    prediction: Mapped[dict | None] = mapped_column(JSON)                 # workers.predict: compliance estimate
+    prediction: Mapped[dict | None] = mapped_column(JSON)                 # workers.takedown.predict: compliance estimate
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)
-    # Patrol (workers.patrol): NULL means "the instance's default" for every setting here.
+    # Patrol (workers.capture.patrol): NULL means "the instance's default" for every setting here.
     patrol_seeds: Mapped[list | None] = mapped_column(JSON)               # front page, newest uploads, listings
     patrol_every_s: Mapped[int | None] = mapped_column(Integer)           # how often
     patrol_pages: Mapped[int | None] = mapped_column(Integer)             # pages per run

@@ -54,6 +54,7 @@ def database_url(request, tmp_path):
     url, schema = _fresh_postgres(base)
     yield url
     from sqlalchemy import create_engine, text
+
     from store import db
     for key in [k for k in db._engines if schema in k]:
         db._engines.pop(key).dispose()
@@ -124,7 +125,7 @@ def static_server(tmp_path_factory):
 # --- real headless Chromium ------------------------------------------------------------------
 
 def make_chromium(width=1280, height=900, extra_args=(), performance_log=False):
-    from workers.chromium import new_driver
+    from workers.capture.chromium import new_driver
     caps = {"goog:loggingPrefs": {"performance": "ALL", "browser": "ALL"}} if performance_log else None
     return new_driver(width, height, extra_args, capabilities=caps)
 
@@ -210,11 +211,11 @@ def redis_dump(conn) -> bytes:
     out = []
     for key in conn.scan_iter("*"):
         kind = conn.type(key)
-        values = {b"string": lambda: [conn.get(key) or b""],
-                  b"hash": lambda: [x for kv in conn.hgetall(key).items() for x in kv],
-                  b"list": lambda: conn.lrange(key, 0, -1),
-                  b"set": lambda: list(conn.smembers(key)),
-                  b"zset": lambda: conn.zrange(key, 0, -1)}.get(kind, list)()
+        values = {b"string": lambda k: [conn.get(k) or b""],
+                  b"hash": lambda k: [x for kv in conn.hgetall(k).items() for x in kv],
+                  b"list": lambda k: conn.lrange(k, 0, -1),
+                  b"set": lambda k: list(conn.smembers(k)),
+                  b"zset": lambda k: conn.zrange(k, 0, -1)}.get(kind, lambda k: [])(key)
         out.append(key)
         for v in values:
             out.append(v)

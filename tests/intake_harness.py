@@ -86,8 +86,8 @@ class Portal:
         """Take in what the intake enqueued, with a real RQ worker in this process."""
         from rq import Queue, SimpleWorker
 
-        from workers import context
-        from workers.queue import connection
+        from workers.system import context
+        from workers.system.queue import connection
         context.set_instance(self.staff)
         conn = connection(self.settings)
         SimpleWorker([Queue("default", connection=conn)], connection=conn).work(burst=True, with_scheduler=False)

@@ -8,8 +8,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from crypto.sealing import seal, unb64
 from store.cases import create_case
-from workers.images import image_signals
-from workers.takein import take_in_pending
+from workers.cases.takein import take_in_pending
+from workers.signals.images import image_signals
 
 
 def picture(seed: int, size=(360, 280)) -> bytes:

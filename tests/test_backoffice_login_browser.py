@@ -4,11 +4,10 @@ from urllib.parse import parse_qs, urlparse
 
 import pyotp
 import pytest
+from conftest import TEST_PASSPHRASE, kesu_cli, make_instance, serve_app, wait_for
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
-
-from conftest import TEST_PASSPHRASE, kesu_cli, make_instance, serve_app, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -29,8 +28,10 @@ def backoffice(tmp_path):
     stop()
 
 
-def fresh_code(secret, used=set()):
+def fresh_code(secret, used=None):
     """A code for a time step not used yet (waits for the next 30 s step when needed)."""
+    if used is None:
+        used = set()
     totp = pyotp.TOTP(secret)
     while True:
         step = int(time.time() // 30)

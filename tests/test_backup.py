@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 import pyotp
 import pytest
 from click.testing import CliRunner
+from conftest import TEST_PASSPHRASE
 from sqlalchemy import create_engine, func, select, text
 
-from conftest import TEST_PASSPHRASE
 from crypto import envelope
 from crypto.sealing import seal, unb64
 from store import audit, backup, cases, db
@@ -31,7 +31,7 @@ PAYLOAD = {"version": 1, "category": "adult_ncii", "language": "ja", "known_urls
 
 def kesu(*args, env):
     """The real click commands on the real `kesu` group, in-process."""
-    from backoffice.manage import cli
+    from cli import cli
     result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
     return result
 
@@ -42,7 +42,7 @@ def env_for(settings):
 
 
 def take_in_case(instance, payload=PAYLOAD) -> int:
-    from workers.takein import take_in_submission
+    from workers.cases.takein import take_in_submission
     key_id, public = instance.public_key()
     _, _, case_id, sub_id = cases.create_case(instance, key_id, seal(unb64(public), json.dumps(payload).encode()))
     assert take_in_submission(instance, sub_id)["status"] == "taken_in"
@@ -50,7 +50,7 @@ def take_in_case(instance, payload=PAYLOAD) -> int:
 
 
 def signals_of(instance, case_id):
-    from workers.takein import case_signals
+    from workers.cases.takein import case_signals
     return case_signals(instance, case_id)
 
 
@@ -140,7 +140,8 @@ def test_backup_and_restore_on_another_machine(instance, tmp_path, fresh_url):
         assert s.execute(select(AuditEntry).where(AuditEntry.action == "backup.restore")).scalars().first()
     # The restored instance goes on: new rows get fresh ids (sequences reset on PostgreSQL).
     assert take_in_case(other) > case_id
-    with pytest.raises(Exception):
+    from crypto.keys import WrongPassphrase
+    with pytest.raises(WrongPassphrase):
         other.unlock("not the passphrase")
 
     # Restoring over an existing instance is refused.

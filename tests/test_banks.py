@@ -1,6 +1,6 @@
 """Hash sharing only with consent, and imported banks matched like cases: real instances
 (SQLite, and PostgreSQL when configured), cases taken in through the sealed-box path, the real
-matcher (workers.match) asked with server-side signals of the same generated images."""
+matcher (workers.matching.matcher) asked with server-side signals of the same generated images."""
 import csv
 import hashlib
 import io
@@ -8,16 +8,18 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
-
 from conftest import TEST_PASSPHRASE, make_instance
 from pipeline import picture
+from sqlalchemy import select
+
 from crypto.sealing import seal
 from store import cases
 from store.models import AuditEntry, Case, Item, Signal
-from workers import banks, context, match
-from workers.images import decode_image, pdq_variants
-from workers.signals import body_signals
+from workers.matching import banks
+from workers.matching import matcher as match
+from workers.signals.images import decode_image, pdq_variants
+from workers.signals.media import body_signals
+from workers.system import context
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +48,7 @@ def new_case(instance, photos: list[bytes], share: bool, category="adult_ncii") 
     key_id, _ = instance.public_key()
     sealed = seal(instance.private_keys().public_key, json.dumps(payload).encode())
     _, _, case_id, sub_id = cases.create_case(instance, key_id, sealed)
-    from workers.takein import take_in_submission
+    from workers.cases.takein import take_in_submission
     assert take_in_submission(instance, sub_id)["status"] == "taken_in"
     return case_id
 
@@ -195,7 +197,7 @@ def test_parse_accepts_the_usual_bank_files():
 def _cli():
     import click
 
-    from backoffice.banks_cli import hashes_group
+    from cli.hashes import hashes_group
 
     @click.group()
     def root():

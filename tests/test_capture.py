@@ -1,4 +1,4 @@
-"""workers.capture on a generated fixture site with real headless Chromium (no mocks)."""
+"""workers.capture.page on a generated fixture site with real headless Chromium (no mocks)."""
 import hashlib
 import io
 import time
@@ -6,9 +6,9 @@ import urllib.request
 
 import pytest
 from PIL import Image
-
 from sites import DATA_GIF, EXPECTED, build_site, serve_site
-from workers import capture as cap
+
+from workers.capture import page as cap
 
 pytestmark = pytest.mark.browser
 

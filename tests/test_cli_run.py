@@ -10,7 +10,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import TEST_PASSPHRASE, kesu_cli
 
 
@@ -98,7 +97,7 @@ def test_run_serves_both_apps_and_stops_cleanly(env):
 def test_run_without_redis_server_says_so(env, tmp_path):
     bare = tmp_path / "bin"
     bare.mkdir()
-    result = subprocess.run([sys.executable, "-m", "backoffice.manage", "run"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "cli", "run"], capture_output=True, text=True,
                             env={**os.environ, **env, "KESU_KEY_PASSPHRASE": TEST_PASSPHRASE, "PATH": str(bare)},
                             cwd=Path(__file__).resolve().parents[1], timeout=60)
     assert result.returncode != 0 and "redis-server is missing" in result.stderr

@@ -1,4 +1,4 @@
-"""workers.crawl end to end: real Chromium, a real instance (SQLite, and PostgreSQL when set),
+"""workers.capture.crawl end to end: real Chromium, a real instance (SQLite, and PostgreSQL when set),
 real blobs; a job killed with SIGKILL mid-write and retried."""
 import io
 import json
@@ -12,16 +12,16 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from sites import EXPECTED, build_site, serve_site
 from sqlalchemy import select
 
 from crypto import envelope
 from crypto.sealing import unseal
-from sites import EXPECTED, build_site, serve_site
 from store.config import load
 from store.instance import Instance
 from store.models import Capture, Case, CrawlJob, Match, Media
-from workers import evidence as ev
-from workers.crawl import crawl, create_job, export_capture, report
+from workers.capture import evidence as ev
+from workers.capture.crawl import crawl, create_job, export_capture, report
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,7 +202,7 @@ sys.path[:0] = [sys.argv[1], os.path.join(sys.argv[1], "tests")]
 from store.config import load
 from store.instance import Instance
 from store.blobs import BlobStore
-from workers.crawl import crawl
+from workers.capture.crawl import crawl
 from test_crawl import SETTINGS, ShaMatcher
 inst = Instance(load(sys.argv[2], database_url=sys.argv[3], **SETTINGS))
 inst.unlock("test passphrase")
@@ -263,7 +263,7 @@ def test_kesu_crawl_wait_prints_the_report(tmp_path, site):
     env = dict(os.environ, KESU_INSTANCE=str(tmp_path / "cli"), KESU_DATABASE_URL=database_url,
                KESU_KEY_PASSPHRASE=PASSPHRASE, KESU_CRAWL_ALLOW_PRIVATE="1", KESU_CRAWL_DELAY="0",
                KESU_REDIS_URL="redis://127.0.0.1:1/0")
-    proc = subprocess.run([sys.executable, "-m", "backoffice.manage", "crawl", f"{base}/index.html", "--depth", "0",
+    proc = subprocess.run([sys.executable, "-m", "cli", "crawl", f"{base}/index.html", "--depth", "0",
                            "--wait"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "no crawl worker" in proc.stderr
@@ -286,10 +286,10 @@ def test_kesu_crawl_wait_prints_the_report(tmp_path, site):
         capture = s.execute(select(Capture)).scalars().one()
         assert {"capture.wacz", "screenshot.png", "manifest.json", "manifest.sig"} <= set(capture.evidence["artifacts"])
     export = tmp_path / "export.zip"
-    ok = subprocess.run([sys.executable, "-m", "backoffice.manage", "evidence", "capture", str(capture.id), "--out",
+    ok = subprocess.run([sys.executable, "-m", "cli", "evidence", "capture", str(capture.id), "--out",
                          str(export)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr[-2000:]
-    check = subprocess.run([sys.executable, "-m", "backoffice.manage", "evidence", "verify", str(export)], cwd=ROOT,
+    check = subprocess.run([sys.executable, "-m", "cli", "evidence", "verify", str(export)], cwd=ROOT,
                            env=env, capture_output=True, text=True, timeout=120)
     assert check.returncode == 0 and "(this instance)" in check.stdout, check.stdout + check.stderr
 
@@ -311,17 +311,17 @@ def test_kesu_crawl_hands_the_job_to_a_running_worker(tmp_path, site):
     env = dict(os.environ, KESU_INSTANCE=str(tmp_path / "q"), KESU_DATABASE_URL=database_url,
                KESU_KEY_PASSPHRASE=PASSPHRASE, KESU_CRAWL_ALLOW_PRIVATE="1", KESU_CRAWL_DELAY="0",
                KESU_REDIS_URL=redis_url)
-    worker = subprocess.Popen([sys.executable, "-m", "backoffice.manage", "worker", "--queues", "crawl"], cwd=ROOT,
+    worker = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--queues", "crawl"], cwd=ROOT,
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        from workers.queue import workers_listening
+        from workers.system.queue import workers_listening
         settings = load(tmp_path / "q", redis_url=redis_url)
         deadline = time.monotonic() + 60
         while workers_listening(settings, "crawl") == 0:
             assert worker.poll() is None, worker.stderr.read()[-2000:]
             assert time.monotonic() < deadline, "the worker never registered"
             time.sleep(0.2)
-        proc = subprocess.run([sys.executable, "-m", "backoffice.manage", "crawl", f"{base}/index.html", "--depth",
+        proc = subprocess.run([sys.executable, "-m", "cli", "crawl", f"{base}/index.html", "--depth",
                                "0", "--wait"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     finally:
         worker.terminate()

@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TEST_PASSPHRASE, make_instance
 from sqlalchemy import func, select
 
 from backoffice.domains import ImportError_, import_csv, normalize_domain
-from conftest import TEST_PASSPHRASE, make_instance
 from store.models import AuditEntry, Domain
-from workers import contacts
+from workers.takedown import contacts
 
 DATA = Path(__file__).with_name("data") / "takedown"
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def test_17000_rows_import_in_seconds_through_the_cli(tmp_path):
     env = {"KESU_INSTANCE": str(instance.settings.instance), "KESU_DATABASE_URL": instance.settings.database_url,
            "KESU_KEY_PASSPHRASE": TEST_PASSPHRASE, "PYTHONPATH": str(ROOT)}
     # `kesu domains import` once manage.py registers the group; the same click group directly until then.
-    code = "import sys; from backoffice.domains_cli import domains_group; domains_group(sys.argv[1:])"
+    code = "import sys; from cli.domains import domains_group; domains_group(sys.argv[1:])"
     started = time.perf_counter()
     ran = subprocess.run([sys.executable, "-c", code, "import", str(path)], capture_output=True, text=True,
                          env={**__import__("os").environ, **env}, timeout=120)
@@ -149,7 +149,7 @@ def test_abuse_contacts_from_stored_rdap_and_security_txt(instance):
         s.flush()
         did = d.id
     merged = contacts.refresh(instance, did, fetch=_stored, resolve=lambda host: "192.0.2.10")
-    from workers import predict
+    from workers.takedown import predict
     with instance.session() as s:
         d = s.get(Domain, did)
         assert d.contacts["registrar"]["email"] == "abuse@registrar.example" and merged["checked"]
@@ -159,6 +159,7 @@ def test_abuse_contacts_from_stored_rdap_and_security_txt(instance):
 
 def test_import_page_is_for_admins(instance):
     import io
+
     from test_takedown_flow import csrf, staff_client
     staff = staff_client(instance)
     assert staff.get("/domains/import").status_code == 403

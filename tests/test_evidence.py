@@ -1,4 +1,4 @@
-"""workers.evidence: WARC/WACZ of a real capture, signed manifest, and `kesu evidence verify`."""
+"""workers.capture.evidence: WARC/WACZ of a real capture, signed manifest, and `kesu evidence verify`."""
 import hashlib
 import io
 import json
@@ -7,14 +7,14 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from sites import build_site, serve_site
 from warcio.archiveiterator import ArchiveIterator
 
-from backoffice.crawl_cli import evidence_group
+from cli.crawl import evidence_group
 from crypto import keys as orgkeys
 from crypto.sealing import b64
-from sites import build_site, serve_site
-from workers import capture as cap
-from workers import evidence as ev
+from workers.capture import evidence as ev
+from workers.capture import page as cap
 
 pytestmark = pytest.mark.browser
 

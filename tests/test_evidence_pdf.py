@@ -5,14 +5,14 @@ import subprocess
 import urllib.request
 
 import pytest
-from sqlalchemy import select
-
 from conftest import TEST_PASSPHRASE, kesu_cli, make_instance
 from pipeline import register
 from sites import build_site, serve_site
+from sqlalchemy import select
+
 from store.models import AuditEntry, Capture
-from workers import context
-from workers.crawl import crawl, create_job
+from workers.capture.crawl import crawl, create_job
+from workers.system import context
 
 pytestmark = pytest.mark.browser
 
@@ -87,7 +87,7 @@ def test_unknown_case_is_a_clear_error(tmp_path):
 def test_after_withdrawal_a_crawl_of_the_page_matches_nothing(tmp_path, site):
     """Register, crawl (found), withdraw, crawl again: no match, and nothing of the case is kept."""
     from store import cases
-    from workers.crawl import report
+    from workers.capture.crawl import report
     instance = make_instance(tmp_path / "inst", f"sqlite:///{tmp_path / 'inst' / 'kesu.db'}",
                              crawl_delay=0, crawl_idle_seconds=0.5, crawl_faces=False)
     context.set_instance(instance)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, wait_for
 from PIL import Image
 
-from conftest import ROOT, wait_for
-from workers import faces as server_faces
+from workers.signals import faces as server_faces
 
 pytestmark = pytest.mark.browser
 

@@ -2,7 +2,6 @@ import hashlib
 import os
 
 import pytest
-
 from conftest import wait_for
 
 pytestmark = pytest.mark.browser

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pdqhash
-from PIL import Image
-
 from conftest import kesu_cli
+from PIL import Image
 
 SAMPLE = Path(__file__).resolve().parents[1] / "node_modules/@vladmandic/face-api/demo/sample2.jpg"
 

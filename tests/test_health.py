@@ -13,14 +13,14 @@ from sqlalchemy import select
 
 from backoffice import accounts
 from store.models import AuditEntry, Schedule, utcnow
-from workers import health
-from workers.queue import connection
+from workers.system import health
+from workers.system.queue import connection
 
 PASSWORD = "a long enough password"
 
 
 def kesu(*args, env):
-    from backoffice.manage import cli
+    from cli import cli
     return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
-from workers import confidence
-from workers import index as index_module
-from workers.index import (FACE_THRESHOLD, PDQ_THRESHOLD, Index, PDQIndex, codes_of, hamming_brute)
+from workers.matching import confidence
+from workers.matching import index as index_module
+from workers.matching.index import FACE_THRESHOLD, PDQ_THRESHOLD, Index, PDQIndex, codes_of, hamming_brute
 
 RNG = np.random.default_rng(20261122)
 
@@ -284,7 +284,7 @@ SAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "node_modu
 
 @pytest.mark.skipif(not (SAMPLES / "sample2.jpg").exists(), reason="face-api sample photos not installed")
 def test_real_faces_same_face_matches_other_people_do_not():
-    from workers.faces import describe_faces
+    from workers.signals.faces import describe_faces
     one = Image.open(SAMPLES / "sample2.jpg").convert("RGB")
     registered = describe_faces(one)
     assert len(registered) == 1
@@ -300,7 +300,7 @@ def test_real_faces_same_face_matches_other_people_do_not():
 
 
 def test_registered_variants_find_crawled_copies_with_dihedral_variants():
-    from workers.images import pdq_dihedral, pdq_variants
+    from workers.signals.images import pdq_dihedral, pdq_variants
     img = Image.new("RGB", (640, 480))
     d = ImageDraw.Draw(img)
     for i in range(0, 640, 40):

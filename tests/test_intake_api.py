@@ -16,6 +16,7 @@ from store import cases
 from store.config import load
 from store.instance import Instance
 from store.models import Case, Submission
+from workers.jobs import JOBS
 
 GOOD = {"version": 1, "category": "adult_ncii", "language": "ja", "known_urls": [], "contact": None,
         "consent": {"takedown": True, "hotline": False, "share_hashes": False, "at": "2026-01-02"},
@@ -72,7 +73,7 @@ def test_create_status_add_delete_withdraw(client, inst, redis_url):
     # Enqueued by id only.
     from rq import Queue
     jobs = [j for j in Queue("default", connection=redis.Redis.from_url(redis_url)).jobs
-            if j.func_name == "workers.takein.take_in"]
+            if j.func_name == JOBS["take_in"].target]
     assert len(jobs) == 1 and jobs[0].args == (made_id(inst),)
     with inst.session() as s:
         assert s.execute(select(func.count()).select_from(Submission)).scalar() == 1
@@ -91,7 +92,7 @@ def test_create_status_add_delete_withdraw(client, inst, redis_url):
     r = client.get(f"/api/v1/cases/{wide}/status", headers={"X-Kesu-Passphrase": passphrase.upper().replace("-", " ")})
     assert r.status_code == 200
 
-    from workers.takein import take_in_pending
+    from workers.cases.takein import take_in_pending
     assert take_in_pending(inst) == 1
     assert client.get(f"/api/v1/cases/{number}/status", headers=h).get_json()["items"] == [{"item": "p1", "kind": "photo"}]
 
@@ -221,7 +222,7 @@ def test_no_redis_leaves_submission_for_take_in(tmp_path, database_url):
     create(client, inst)
     with inst.session() as s:
         assert s.execute(select(func.count()).select_from(Submission)).scalar() == 1
-    from workers.takein import take_in_pending
+    from workers.cases.takein import take_in_pending
     assert take_in_pending(inst) == 1
     with inst.session() as s:
         assert s.execute(select(func.count()).select_from(Submission)).scalar() == 0

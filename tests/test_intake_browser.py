@@ -14,14 +14,15 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
+from conftest import make_chromium, wait_for
+from intake_harness import REDIS_URL, make_media, open_portal, phone_viewport, run_axe, screenshot
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 from sqlalchemy import func, select
 
-from conftest import make_chromium, wait_for
 from crypto.sealing import unseal
-from intake_harness import REDIS_URL, make_media, open_portal, phone_viewport, run_axe, screenshot
 from store.models import AuditEntry, Case, Item, Signal, Submission
+from workers.jobs import JOBS
 
 pytestmark = pytest.mark.browser
 
@@ -126,13 +127,13 @@ def test_full_flow(portal, media, browser):
     from rq import Queue
     from rq.job import Job
     jobs = Queue("default", connection=conn).jobs
-    assert len(jobs) == 1 and jobs[0].func_name == "workers.takein.take_in"
+    assert len(jobs) == 1 and jobs[0].func_name == JOBS["take_in"].target
     assert len(jobs[0].args) == 1 and isinstance(jobs[0].args[0], int) and not jobs[0].kwargs
     portal.run_worker()
     with portal.staff.session() as s:
         assert s.execute(select(func.count()).select_from(Submission)).scalar() == 0
         assert s.execute(select(func.count()).select_from(Item)).scalar() == 3
-    from workers.takein import case_signals
+    from workers.cases.takein import case_signals
     with portal.staff.session() as s:
         case_id = s.execute(select(Case.id)).scalar()
     stored = case_signals(portal.staff, case_id)
@@ -186,9 +187,9 @@ def test_full_flow(portal, media, browser):
     # runs and forgets them; no match worker runs in this test).
     left = [Job.fetch(k.decode().split(":", 2)[2], connection=conn)
             for k in conn.keys("rq:job:*") if k.count(b":") == 2]
-    assert {(j.func_name, j.args) for j in left} <= {("workers.match.case_added", (case_id,)),
-                                                     ("workers.match.case_withdrawn", (case_id,))}
-    assert ("workers.match.case_withdrawn", (case_id,)) in {(j.func_name, j.args) for j in left}
+    assert {(j.func_name, j.args) for j in left} <= {(JOBS["case_added"].target, (case_id,)),
+                                                     (JOBS["case_withdrawn"].target, (case_id,))}
+    assert (JOBS["case_withdrawn"].target, (case_id,)) in {(j.func_name, j.args) for j in left}
     # The right passphrase no longer opens anything.
     status = d.execute_async_script(
         "const done = arguments[2]; fetch(`/api/v1/cases/${arguments[0]}/status`, "

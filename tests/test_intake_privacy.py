@@ -16,11 +16,12 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
+from conftest import make_chromium, redis_dump, wait_for
+from intake_harness import REDIS_URL, open_portal
 from selenium.webdriver.common.by import By
 
-from conftest import make_chromium, redis_dump, wait_for
 from crypto.sealing import b64, seal, unb64
-from intake_harness import REDIS_URL, open_portal
+from workers.jobs import JOBS
 
 UA = f"kesu-privacy-probe-{uuid.uuid4().hex}"
 IP = "198.51.100.213"
@@ -105,7 +106,7 @@ def test_nothing_identifying_is_stored(portal):
     from rq import Queue
     jobs = Queue("default", connection=conn).jobs
     assert [(j.func_name, type(j.args[0]), len(j.args), j.kwargs) for j in jobs] == \
-        [("workers.takein.take_in", int, 1, {})]
+        [(JOBS["take_in"].target, int, 1, {})]
 
     assert call(portal, "GET", f"/api/v1/cases/{number}/status", passphrase=passphrase)[0] == 200
     assert call(portal, "GET", f"/api/v1/cases/{number}/status", passphrase="wrong-words")[0] == 401
@@ -116,7 +117,7 @@ def test_nothing_identifying_is_stored(portal):
     assert status == 200 and len(json.loads(body)["items"]) == 6 and "Set-Cookie" not in headers
 
     # The signals are there, encrypted: the staff side reads them back.
-    from workers.takein import case_details, case_signals, item_labels
+    from workers.cases.takein import case_details, case_signals, item_labels
     with portal.staff.session() as s:
         from sqlalchemy import select
 
@@ -197,11 +198,11 @@ def test_intake_never_loads_code_that_decrypts():
     code = ("import sys; from intake import create_app; from store.config import load; "
             "from store.instance import Instance; import tempfile; "
             "create_app(Instance(load(tempfile.mkdtemp()))); "
-            "print(','.join(m for m in ('workers.takein', 'backoffice') if m in sys.modules))")
+            "print(','.join(m for m in ('workers.cases.takein', 'backoffice') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     loaded = out.stdout.strip().split(",") if out.stdout.strip() else []
-    assert "workers.takein" not in loaded and "backoffice" not in loaded
+    assert "workers.cases.takein" not in loaded and "backoffice" not in loaded
 
 
 def test_forms_name_no_control_so_a_native_submit_puts_nothing_in_a_url(portal):

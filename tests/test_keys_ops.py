@@ -3,9 +3,9 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import TEST_PASSPHRASE
 from sqlalchemy import select
 
-from conftest import TEST_PASSPHRASE
 from crypto import CryptoError
 from crypto.keys import WrongPassphrase
 from crypto.sealing import b64, seal, unb64, unseal
@@ -13,7 +13,7 @@ from store import cases
 from store.config import load
 from store.instance import Instance
 from store.models import AuditEntry, Capture, Media, Notice, OrgKey, Signal, Takedown
-from workers.notify import archive, open_archive
+from workers.takedown.notify import archive, open_archive
 
 NEW = "a brand new key passphrase"
 PAYLOAD = {"version": 1, "category": "adult_ncii", "language": "en", "known_urls": [], "contact": None,
@@ -23,7 +23,7 @@ PAYLOAD = {"version": 1, "category": "adult_ncii", "language": "en", "known_urls
 
 
 def kesu(*args, env):
-    from backoffice.manage import cli
+    from cli import cli
     return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
 
@@ -53,7 +53,7 @@ def actions(instance):
 
 
 def test_passphrase_change_rewraps_without_touching_data(instance):
-    from workers.takein import case_signals, take_in_submission
+    from workers.cases.takein import case_signals, take_in_submission
     case_id, sub = submit(instance)
     take_in_submission(instance, sub)
     with instance.session() as s:
@@ -83,7 +83,7 @@ def test_passphrase_change_rewraps_without_touching_data(instance):
 def test_rotation_serves_the_new_key_and_old_keys_still_open(instance, monkeypatch):
     import store.instance
     from intake import create_app
-    from workers.takein import case_signals, take_in_submission
+    from workers.cases.takein import case_signals, take_in_submission
     monkeypatch.setattr(store.instance, "RESEAL_BATCH", 1)        # re-seal row by row: batches are walked
     settings = instance.settings
     old_id, old_public = instance.public_key()

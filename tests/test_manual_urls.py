@@ -7,15 +7,16 @@ import time
 import uuid
 
 import pytest
-from sqlalchemy import func, select
-
 from conftest import csrf, make_instance, staff_client
 from pipeline import picture
+from sqlalchemy import func, select
+
 from crypto.sealing import seal
 from store import cases
 from store.models import AuditEntry, Case, CrawlJob, Match, Media, Takedown
-from workers import context, match
-from workers.images import decode_image, pdq_variants
+from workers.matching import matcher as match
+from workers.signals.images import decode_image, pdq_variants
+from workers.system import context
 
 pytestmark = pytest.mark.browser
 CRAWL = dict(crawl_delay=0, crawl_page_seconds=20, crawl_idle_seconds=0.8, crawl_faces=0)
@@ -23,7 +24,7 @@ CRAWL = dict(crawl_delay=0, crawl_page_seconds=20, crawl_idle_seconds=0.8, crawl
 
 def new_case(instance, data: bytes) -> int:
     """A case made as the intake makes it: one photo's PDQ variants and file hashes, sealed, taken in."""
-    from workers.takein import take_in_submission
+    from workers.cases.takein import take_in_submission
     sigs = [{"type": "pdq", "item": "p1", **v} for v in pdq_variants(decode_image(data))]
     sigs += [{"type": "sha256", "hash": hashlib.sha256(data).hexdigest(), "item": "p1"},
              {"type": "md5", "hash": hashlib.md5(data).hexdigest(), "item": "p1"}]

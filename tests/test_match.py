@@ -8,16 +8,17 @@ import subprocess
 
 import numpy as np
 import pytest
+from conftest import redis_dump, staff_client
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 from sqlalchemy import func, select
 
-from conftest import redis_dump, staff_client
 from crypto.sealing import seal
 from store import cases
 from store.models import Capture, Case, Match, Media
-from workers import context, match
-from workers.images import pdq_dihedral, pdq_variants
-from workers.videos import vpdq
+from workers.matching import matcher as match
+from workers.signals.images import pdq_dihedral, pdq_variants
+from workers.signals.videos import vpdq
+from workers.system import context
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +63,7 @@ def crawled_signals(data: bytes) -> dict:
 
 def new_case(instance, signals, category="adult_ncii") -> int:
     """A case made exactly as the intake makes it: sealed payload, then take-in."""
-    from workers.takein import take_in_submission
+    from workers.cases.takein import take_in_submission
     items = sorted({s["item"] for s in signals})
     kinds = {"p": "photo", "v": "video", "s": "selfie"}
     payload = {"version": 1, "category": category, "language": "ja",
@@ -182,7 +183,7 @@ def test_crawl_report_names_frame_matches_with_the_kinds_design_fixes(instance):
     # A crawled picture matched case A directly (pdq, 12 bits) and as a frame of A's video
     # (8 bits), and case B only as a frame: the report names each (case, media, kind) once.
     from store.models import CrawlJob
-    from workers.crawl import report
+    from workers.capture.crawl import report
     a = new_case(instance, registered_signals(picture(40), jpeg(picture(40))))
     b = new_case(instance, registered_signals(picture(41), jpeg(picture(41))))
     with instance.session() as s:
@@ -301,7 +302,6 @@ def test_jobs_on_real_redis_carry_ids_only_and_the_index_survives_between_jobs(i
     """A SimpleWorker (no fork, as `kesu worker --queues match` runs) on real Redis: the
     index built by the first job serves the next; nothing in Redis holds a signal."""
     import logging
-    import zlib
 
     import redis
     from rq import Queue, SimpleWorker

@@ -1,8 +1,8 @@
 """Match quality on generated re-uploads hidden among >= 10,000 unrelated registered hashes.
 
-Registered side: what the victim's browser registers for a photo (workers.images.pdq_variants:
+Registered side: what the victim's browser registers for a photo (workers.signals.images.pdq_variants:
 full, trimmed, centre crops 1:1, 4:3, 3:4, 16:9, 9:16). Crawled side: what the crawler
-computes for a found image (workers.signals.image_pdq: those variants and the 8 dihedral
+computes for a found image (workers.signals.media.image_pdq: those variants and the 8 dihedral
 turns). A caption bar at the bottom of a 4:3 or 3:4 picture falls outside some centre crop,
 so a crawled crop equals a registered one; a bar that every crop keeps (a 16:9 picture's) is
 not covered here.
@@ -23,9 +23,9 @@ import numpy as np
 import pdqhash
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
-from workers.images import _hex, center_crop, pdq_variants
-from workers.index import Index
-from workers.signals import image_pdq
+from workers.matching.index import Index
+from workers.signals.images import _hex, center_crop, pdq_variants
+from workers.signals.media import image_pdq
 
 ORIGINALS = 200
 UNRELATED = 10_000
@@ -115,7 +115,7 @@ def arbitrary_crop(im, rng) -> Image.Image:
 
 
 def crawled(img: Image.Image) -> dict:
-    """The crawler's PDQ variants of a found image (workers.signals.image_pdq)."""
+    """The crawler's PDQ variants of a found image (workers.signals.media.image_pdq)."""
     return {"pdq": image_pdq(img)}
 
 

@@ -1,10 +1,10 @@
 """Notices: every category x recipient x language renders; the law each one cites; what never goes in."""
 import pytest
 from sqlalchemy import select
+from takedown_helpers import make_case, make_domain, make_takedown
 
 from store.models import Notice, Takedown
-from takedown_helpers import make_case, make_domain, make_takedown
-from workers import notify
+from workers.takedown import notify
 
 CATS = ("adult_ncii", "coerced_av", "voyeur", "deepfake", "dmca")
 
@@ -94,7 +94,7 @@ def test_minor_goes_to_a_hotline_only(inst):
     en = _render(inst, td, "hotline", "en")
     assert "INHOPE" in en.body
     # and the route list agrees
-    from workers import predict
+    from workers.takedown import predict
     steps = predict.recommend_routes(None, "minor")
     assert [s["route"] for s in steps] == ["hotline"]
     with inst.session() as s:
@@ -130,7 +130,6 @@ def test_a_refused_victim_confirmation_keeps_no_trace_of_her_address(tmp_path):
     import socket
 
     from aiosmtpd.controller import Controller
-
     from conftest import make_instance
 
     class Refuse:

@@ -10,14 +10,14 @@ import threading
 import time
 from datetime import datetime, timedelta
 
-import pytest
-from sqlalchemy import select
-
 import patrol_sites
+import pytest
 from conftest import make_instance
 from pipeline import register
+from sqlalchemy import select
+
 from store.models import Capture, Domain, Match, Media, PatrolPage, PatrolRun, Takedown, utcnow
-from workers import patrol as P
+from workers.capture import patrol as P
 
 pytestmark = pytest.mark.browser
 
@@ -57,9 +57,9 @@ def _delta(after, before):
 
 @pytest.fixture
 def browser():
-    from workers.crawl import _browser
     from store.config import load
-    driver = _browser(load("/nonexistent-instance"))
+    from workers.capture.crawl import start_browser
+    driver = start_browser(load("/nonexistent-instance"))
     yield driver
     driver.quit()
 
@@ -67,7 +67,7 @@ def browser():
 def test_patrol_fifty_sites(tmp_path, browser, monkeypatch):
     monkeypatch.setenv("KESU_PATROL_SECONDS", str(BUDGET))
     inst = make_instance(tmp_path / "inst", f"sqlite:///{tmp_path / 'inst' / 'kesu.db'}", **FAST)
-    from workers import match
+    from workers.matching import matcher as match
     match.reset()
     case_image = patrol_sites.make_image(CASE_SEED)
     case_id = register(inst, case_image)[0]
@@ -174,8 +174,8 @@ def test_patrol_fifty_sites(tmp_path, browser, monkeypatch):
 def test_fill_puts_due_domains_on_the_crawl_queue_by_weight(tmp_path, redis_url):
     """The scheduler: due domains first, weighted by earlier matches and reported URLs, a lease
     so no host is queued twice, and never more than the queue depth."""
-    from rq import Queue
     import redis
+    from rq import Queue
     inst = make_instance(tmp_path / "inst", f"sqlite:///{tmp_path / 'inst' / 'kesu.db'}", redis_url=redis_url,
                          patrol_queue_depth=3)
     now = utcnow()

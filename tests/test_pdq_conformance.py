@@ -3,7 +3,7 @@
 
 The corpus is generated here: gradients, noise, text, shapes, the face-api sample photos and
 their crops and resizes, sizes from 1x1 to 8000x6000, greyscale, palette, transparency,
-EXIF-rotated JPEGs. Every file is decoded once by workers.images.decode_image and the same
+EXIF-rotated JPEGs. Every file is decoded once by workers.signals.images.decode_image and the same
 pixels go to pdq.js in Node (tests/js/pdq_cli.mjs, one Node process for all) and to pdqhash.
 """
 import functools
@@ -11,19 +11,28 @@ import hashlib
 import io
 import json
 import shutil
+import struct
 import subprocess
 import time
 import zlib
-import struct
 from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import ROOT, wait_for
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from conftest import ROOT, wait_for
-from workers.images import (MAX_PIXELS, ImageError, decode_image, image_signals, pdq_dihedral,
-                            pdq_distance, pdq_hash, pdq_variants, trim_borders)
+from workers.signals.images import (
+    MAX_PIXELS,
+    ImageError,
+    decode_image,
+    image_signals,
+    pdq_dihedral,
+    pdq_distance,
+    pdq_hash,
+    pdq_variants,
+    trim_borders,
+)
 
 NODE = shutil.which("node")
 FACES = sorted((ROOT / "node_modules/@vladmandic/face-api/demo").glob("sample*.jpg"))
@@ -236,7 +245,8 @@ def conformance(tmp_path_factory):
     for name, data in corpus:
         names.append(name)
         frames.append(np.asarray(decode_image(data)))
-    detail = lambda a: ["hash", "dihedral", "variants"] if a.shape[0] * a.shape[1] <= DETAIL_MAX_PIXELS else ["hash"]
+    def detail(a):
+        return ["hash", "dihedral", "variants"] if a.shape[0] * a.shape[1] <= DETAIL_MAX_PIXELS else ["hash"]
     js = run_pdq_js(frames, tmp_path_factory.mktemp("frames"), detail)
     return names, frames, js
 
@@ -327,7 +337,7 @@ def test_variants_agree_between_browser_and_server_code(conformance):
 
 def test_trim_vectors_python():
     spec = json.loads(VECTORS.read_text())
-    from workers import images
+    from workers.signals import images
     assert (spec["tolerance"], spec["min_keep"]) == (images.TRIM_TOLERANCE, images.TRIM_MIN_KEEP)
     assert len(spec["vectors"]) >= 10
     for v in spec["vectors"]:
@@ -467,7 +477,7 @@ def test_hostile_input_in_chromium(chromium, static_server):
     (static_server.files / "ok.png").write_bytes(_png(_face(2).resize((200, 150))))
     chromium.get(static_server + "/harness/photo.html")
     wait_for(chromium, "window.harnessReady")
-    for name, (data, code) in hostile.items():
+    for name, (_data, code) in hostile.items():
         t0 = time.perf_counter()
         got = _browser_signals(chromium, f"/files/{name}", name)
         elapsed = time.perf_counter() - t0
@@ -504,7 +514,8 @@ def test_truncated_images_fail_even_after_libraries_that_relax_pillow(tmp_path):
     server's decoding must not depend on what was imported before it."""
     import face_recognition  # noqa: F401  (sets the flag)
     import weasyprint  # noqa: F401
-    from PIL import Image as PILImage, ImageFile
+    from PIL import Image as PILImage
+    from PIL import ImageFile
     buf = io.BytesIO()
     PILImage.new("RGB", (64, 64), (200, 30, 30)).save(buf, "JPEG")
     ImageFile.LOAD_TRUNCATED_IMAGES = True

@@ -4,10 +4,10 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from takedown_helpers import make_case, make_domain, make_takedown
 
 from store.models import Domain, utcnow
-from takedown_helpers import make_case, make_domain, make_takedown
-from workers import predict
+from workers.takedown import predict
 
 
 def test_kaplan_meier_matches_a_hand_computed_curve():

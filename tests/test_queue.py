@@ -1,12 +1,12 @@
 """Schedules in the database become jobs on real Redis, run by a real `kesu worker`."""
 from datetime import timedelta
 
+from conftest import TEST_PASSPHRASE, kesu_cli
 from rq import Queue
 from sqlalchemy import func, select
 
-from conftest import TEST_PASSPHRASE, kesu_cli
 from store.models import Schedule, StaffSession, utcnow
-from workers import schedule
+from workers.system import schedule
 
 
 def test_due_schedule_runs_once_through_a_worker(instance, redis_url):
@@ -23,7 +23,7 @@ def test_due_schedule_runs_once_through_a_worker(instance, redis_url):
 
     assert schedule.run_due(instance) == 1
     assert schedule.run_due(instance) == 0                      # not due again until its interval passed
-    from workers.queue import connection
+    from workers.system.queue import connection
     q = Queue("default", connection=connection(instance.settings))
     assert len(q) == 1
     assert q.jobs[0].args == ("",)                               # job arguments carry no data

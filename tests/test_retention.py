@@ -10,12 +10,14 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
-
 from conftest import make_instance
-from store.models import AuditEntry, Capture, Case, Match, Media, Notice, Schedule, Signal, Takedown, utcnow
+from sqlalchemy import func, select
 from takedown_helpers import make_case, make_takedown
-from workers import context, retention
+
+from store import continuation
+from store.models import AuditEntry, Capture, Case, Match, Media, Notice, Schedule, Signal, Takedown, utcnow
+from workers.cases import retention
+from workers.system import context
 
 BASE = utcnow().replace(microsecond=0)
 
@@ -74,12 +76,12 @@ def test_a_closed_case_is_withdrawn_after_the_period_and_can_be_reopened_before(
     closing = make_case(instance, contact="she@example.net")
     changed_mind = make_case(instance, contact="other@example.net")
     make_takedown(instance, closing, None, "https://tube.example/v/1", status="requested")
-    retention.answer(instance, closing, "close", "staff:1", now=BASE)
-    retention.answer(instance, changed_mind, "close", "staff:1", now=BASE)
+    continuation.answer(instance, closing, "close", "staff:1", now=BASE)
+    continuation.answer(instance, changed_mind, "close", "staff:1", now=BASE)
     with instance.session() as s:
         assert s.get(Case, closing).closed_on == BASE.date()
         assert s.execute(select(Takedown.status).where(Takedown.case_id == closing)).scalar() == "on_hold"
-    retention.answer(instance, changed_mind, "continue", "victim", now=BASE + timedelta(days=10))
+    continuation.answer(instance, changed_mind, "continue", "victim", now=BASE + timedelta(days=10))
 
     assert retention.expire_closed_cases(instance, now=BASE + timedelta(days=89)) == []
     assert retention.expire_closed_cases(instance, now=BASE + timedelta(days=90)) == [closing]
@@ -166,7 +168,7 @@ def test_yearly_question_unanswered_puts_the_case_on_hold_and_deletes_nothing(tm
     asked = make_case(inst, contact="she@example.net")
     silent = make_case(inst, contact="")                              # left no address
     young = make_case(inst, contact="young@example.net")
-    from workers.banks import import_bank
+    from workers.matching.banks import import_bank
     bank = import_bank(inst, b"md5 cab08b36195edb1a1231d2d09fa450e0\n", "SOME_BANK", actor="cli", notify=False)["case"]
     with inst.session() as s:
         for cid in (asked, silent, bank):
@@ -187,9 +189,9 @@ def test_yearly_question_unanswered_puts_the_case_on_hold_and_deletes_nothing(tm
     assert msg["Subject"] == "NPO Exampleからのお知らせ"
     body = msg.get_content()
     assert "tube.example" not in body and "30日以内" in body          # no URL, no site; the stated delay
-    assert retention.pending_question(inst, asked) and not retention.pending_question(inst, young)
+    assert continuation.pending_question(inst, asked) and not continuation.pending_question(inst, young)
     assert retention.continuation_checks(inst, now=BASE + timedelta(days=1))["asked"] == {}   # asked once
-    assert retention.answered(inst, young, now=BASE + timedelta(days=1)) is False    # nothing pending: no change
+    assert continuation.answered(inst, young, now=BASE + timedelta(days=1)) is False    # nothing pending: no change
 
     assert retention.continuation_checks(inst, now=BASE + timedelta(days=29))["held"] == []
     got = retention.continuation_checks(inst, now=BASE + timedelta(days=30))
@@ -216,7 +218,7 @@ def test_yearly_question_unanswered_puts_the_case_on_hold_and_deletes_nothing(tm
     assert inst.keystore.exists(asked)
 
     # she opens her status page: that is her answer; the work resumes where it stopped
-    assert retention.answered(inst, asked, now=BASE + timedelta(days=40)) is True
+    assert continuation.answered(inst, asked, now=BASE + timedelta(days=40)) is True
     with inst.session() as s:
         case = s.get(Case, asked)
         assert case.held_on is None and case.continuation_asked_on is None
@@ -241,4 +243,4 @@ def test_periods_are_settings_and_must_be_positive(tmp_path, database_url):
     with pytest.raises(ValueError, match="retention_log_days"):
         retention.expire_logs(inst, now=BASE)
     with pytest.raises(ValueError):
-        retention.answer(inst, case_id, "delete", "staff:1")
+        continuation.answer(inst, case_id, "delete", "staff:1")

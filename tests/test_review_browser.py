@@ -5,16 +5,17 @@ import json
 
 import pyotp
 import pytest
+from conftest import make_instance, serve_app, wait_for
 from PIL import ImageOps
 from selenium.webdriver.common.by import By
 from sqlalchemy import select
+from test_match import crawled_signals, jpeg, new_case, picture, registered_signals
 
-from conftest import make_instance, serve_app, wait_for
 from crypto import envelope
 from crypto.sealing import seal
 from store.models import AuditEntry, Capture, Match, Media, Review, Takedown
-from test_match import crawled_signals, jpeg, new_case, picture, registered_signals
-from workers import context, match
+from workers.matching import matcher as match
+from workers.system import context
 
 pytestmark = pytest.mark.browser
 

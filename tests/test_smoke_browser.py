@@ -1,5 +1,4 @@
 import pytest
-
 from conftest import wait_for
 
 pytestmark = pytest.mark.browser

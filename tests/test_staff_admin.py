@@ -18,7 +18,7 @@ PASSWORD = "a long enough password"
 
 
 def kesu(*args, env):
-    from backoffice.manage import cli
+    from cli import cli
     return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
 

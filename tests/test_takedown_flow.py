@@ -12,12 +12,13 @@ from datetime import timedelta
 
 import pyotp
 import pytest
-from sqlalchemy import select
-
 from conftest import TEST_PASSPHRASE, csrf, kesu_cli, make_instance, staff_client
-from store.models import Capture, Domain, Match, Media, Notice, Schedule, Takedown, TakedownEvent, utcnow
+from sqlalchemy import select
 from takedown_helpers import make_case, make_domain, make_takedown
-from workers import context, notify, predict, recheck, schedule
+
+from store.models import Capture, Domain, Match, Media, Notice, Schedule, Takedown, TakedownEvent, utcnow
+from workers.system import context, schedule
+from workers.takedown import notify, predict, recheck
 
 ORG = {"org_name": "NPO Example", "org_email": "help@example.org", "org_phone": "03-0000-0000",
        "smtp_from": "notices@example.org"}
@@ -365,10 +366,10 @@ def test_form_routes_are_marked_sent_and_smtp_failures_are_safe(tmp_path, smtp):
 @pytest.mark.browser
 def test_stats_page_draws_its_charts_in_chromium(tmp_path, chromium):
     """Chart.js and stats.js run under the back office's CSP (no inline script) and draw the numbers."""
+    from conftest import serve_app, wait_for
     from selenium.webdriver.common.by import By
 
     from backoffice import accounts, create_app
-    from conftest import serve_app, wait_for
     inst = make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'kesu.db'}", **ORG)
     dom = make_domain(inst, "tube.example")
     case = make_case(inst)

@@ -1,4 +1,4 @@
-"""workers.takein: open, validate, re-encrypt under the case key, idempotently."""
+"""workers.cases.takein: open, validate, re-encrypt under the case key, idempotently."""
 import copy
 import json
 
@@ -11,7 +11,7 @@ from store import cases
 from store.config import load
 from store.instance import Instance
 from store.models import Case, Item, Signal, Submission
-from workers import takein
+from workers.cases import takein
 
 GOOD = {"version": 1, "category": "deepfake", "language": "en", "known_urls": ["https://example.net/a"],
         "contact": None,
@@ -130,7 +130,7 @@ def test_garbage_is_rejected_and_never_stored(inst):
 
 
 def test_take_in_job_uses_the_worker_instance(inst):
-    from workers import context
+    from workers.system import context
     _case, sid = submit(inst, GOOD)
     context.set_instance(inst)
     assert takein.take_in(sid)["status"] == "taken_in"

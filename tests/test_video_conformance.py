@@ -17,9 +17,9 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from conftest import wait_for
-from workers import videos
+
+from workers.signals import videos
 
 FFMPEG = shutil.which("ffmpeg")
 pytestmark = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is needed to make the test videos")
@@ -44,7 +44,8 @@ CONFORMANCE = {
     # VP9, 15 fps, colour bars with a moving picture on them.
     "vp9-640x360-15fps-bars.webm": ("smptebars=s=640x360:r=15[bg];testsrc=s=160x120:r=15[fg];"
                                     "[bg][fg]overlay=x='mod(t*60\\,480)':y=120:shortest=1", 8,
-                                    ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "200k", "-pix_fmt", "yuv420p"]),
+                                    ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "200k",
+                                     "-pix_fmt", "yuv420p"]),
     # Tagged BT.709 on an SD frame (the guess would be BT.601).
     "h264-640x360-bt709.mp4": ("testsrc2=size=640x360:rate=30", 5,
                                ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-colorspace", "bt709",

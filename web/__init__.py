@@ -6,13 +6,14 @@ Imports nothing of ours.
 import logging
 from pathlib import Path
 
-from flask import Flask, g, request
+from flask import Blueprint, Flask, g, request
 from flask_babel import Babel
+
+from store.vocabulary import LANGUAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "templates"
 TRANSLATIONS = ROOT / "translations"
-LANGUAGES = ("ja", "en")
 
 
 class _App(Flask):
@@ -34,6 +35,8 @@ def make_app(name: str, static_folder: Path | None = None, wasm: bool = False) -
         SEND_FILE_MAX_AGE_DEFAULT=0,
     )
     Babel(app, locale_selector=select_language)
+    # The stylesheet both apps share, served by each from its own origin under /shared/.
+    app.register_blueprint(Blueprint("shared", __name__, static_folder="static", static_url_path="/shared"))
     app.jinja_env.globals["current_language"] = current_language
     _security_headers(app, wasm)
     _quiet_logs()

@@ -1,0 +1,4 @@
+"""`python -m cli` runs the `kesu` command line."""
+from cli import main
+
+main()

@@ -1,0 +1,97 @@
+"""`kesu init`, `serve`, `worker`, `scheduler`, `run` and `status`: the system's processes."""
+import json
+import sys
+
+import click
+
+from cli.common import fail, open_instance, read_passphrase
+from crypto.keys import WrongPassphrase
+from store.config import load
+from store.instance import Instance
+
+
+@click.command()
+def init():
+    """Create (or upgrade) the instance: database, secrets, org keys sealed by a passphrase."""
+    instance = Instance(load())
+    fresh = not instance.initialised()
+    try:
+        key_id = instance.init(read_passphrase(confirm=fresh))
+    except WrongPassphrase as exc:
+        fail(f"{exc} (the instance exists; give the passphrase it was created with)")
+    click.echo(f"{'created' if fresh else 'up to date'}: {instance.settings.instance} (intake key {key_id})", err=True)
+
+
+@click.command()
+@click.argument("which", type=click.Choice(["intake", "backoffice"]))
+@click.option("--passphrase-stdin", is_flag=True, hidden=True)
+def serve(which, passphrase_stdin):
+    """Serve one of the two web apps with waitress (`kesu run` starts both)."""
+    from waitress import serve as waitress_serve
+    if which == "intake":
+        from intake import create_app
+        instance = open_instance()
+        host, port = instance.settings.intake_host, instance.settings.intake_port
+    else:
+        from backoffice import create_app
+        instance = open_instance(unlock=True, passphrase_stdin=passphrase_stdin)
+        host, port = instance.settings.backoffice_host, instance.settings.backoffice_port
+    # trusted_proxy is unset: waitress never rewrites or logs client addresses.
+    waitress_serve(create_app(instance), host=host, port=port, threads=8, ident="kesu", _quiet=True)
+
+
+@click.command()
+@click.option("--queues", default="default,crawl", show_default=True, help="Comma-separated queue names.")
+@click.option("--passphrase-stdin", is_flag=True, hidden=True)
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+def worker(queues, passphrase_stdin, burst):
+    """One RQ worker. The `match` queue runs in a non-forking worker so its index stays in memory."""
+    from rq import SimpleWorker, Worker
+
+    from workers.system import context
+    from workers.system.queue import connection
+    instance = open_instance(unlock=True, passphrase_stdin=passphrase_stdin)
+    context.set_instance(instance)
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    cls = SimpleWorker if "match" in names else Worker
+    try:
+        conn = connection(instance.settings)
+        conn.ping()
+    except Exception as exc:
+        fail(f"cannot reach Redis ({exc}); is `kesu run` or KESU_REDIS_URL's server up?")
+    cls(names, connection=conn).work(burst=burst, with_scheduler=False, logging_level="INFO")
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="Run what is due now and stop.")
+def scheduler(once):
+    """Move due schedules from the database into the queues."""
+    from workers.system import schedule
+    instance = open_instance()
+    schedule.loop(instance, once=once)
+
+
+@click.command()
+def run():
+    """The whole system on this machine: intake :8000, back office :8001, queue, workers, scheduler."""
+    from cli.runner import run_all
+    run_all(read_passphrase)
+
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="JSON for machines.")
+@click.option("--check", is_flag=True, help="Exit with status 2 when something needs attention.")
+def status_command(as_json, check):
+    """Health of the system: workers, queues, failed jobs, schedules, matcher, mail, disk."""
+    import logging
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    from workers.system import health
+    instance = open_instance()
+    status = health.collect(instance)
+    click.echo(json.dumps(status, ensure_ascii=False, indent=1) if as_json else health.render_text(status))
+    if check and status["problems"]:
+        sys.exit(2)
+
+
+COMMANDS = [init, serve, worker, scheduler, run, status_command]

@@ -1,0 +1,1 @@
+"""Capture and evidence: Chromium, page capture, crawl, patrol, WARC/WACZ, evidence PDFs."""

@@ -1,0 +1,1 @@
+"""Matching (the matcher): indexes, the PDQ kernel, confidence, the matcher service, hash banks."""

@@ -1,0 +1,89 @@
+"""Server-side signals of one file or response body: the crawled side of every match.
+
+`kesu hash` prints them; the crawler computes them for each media body it captured.
+Images get PDQ of the full image, its border-trimmed form, its thumbnail-shaped centre
+crops and its 8 dihedral turns (so flipped or rotated re-uploads match); videos get vPDQ
+frames; both get face descriptors (videos on a capped sample of frames).
+"""
+import hashlib
+import io
+import os
+
+from workers.signals.images import ImageError, decode_image, pdq_dihedral, pdq_variants
+from workers.signals.videos import VideoError, video_frames, vpdq
+
+FACE_FRAMES_PER_VIDEO = 8     # faces are searched in at most this many frames of a video
+READ_CHUNK = 1 << 20
+MAX_IMAGE_FILE = 256 << 20     # larger files are not tried as images
+
+
+def _hashes(stream) -> tuple[str, str]:
+    sha, md5 = hashlib.sha256(), hashlib.md5()
+    while chunk := stream.read(READ_CHUNK):
+        sha.update(chunk)
+        md5.update(chunk)
+    return sha.hexdigest(), md5.hexdigest()
+
+
+def image_pdq(img) -> list[dict]:
+    """The registered-side variants plus the dihedral turns (orig is the same as full)."""
+    return pdq_variants(img) + [d for d in pdq_dihedral(img) if d["variant"] != "orig"]
+
+
+def _faces(images) -> list[dict]:
+    from workers.signals.faces import describe_faces
+    out = []
+    for img in images:
+        out.extend(describe_faces(img))
+    return out
+
+
+def _video_faces(source, duration_frames: int) -> list[dict]:
+    step = max(1.0, duration_frames / FACE_FRAMES_PER_VIDEO)
+    frames = [f.rgb for f in video_frames(source, every=step, max_frames=FACE_FRAMES_PER_VIDEO)]
+    return _faces(frames)
+
+
+def _signals(sha256: str, md5: str, image_bytes: bytes | None, video_source, faces: bool) -> dict:
+    out = {"sha256": sha256, "md5": md5, "pdq": [], "vpdq": [], "faces": [], "error": None}
+    image_error = ImageError("too_large", "too big to be an image") if image_bytes is None else None
+    if image_bytes is not None:
+        try:
+            img = decode_image(image_bytes)
+        except ImageError as exc:
+            image_error = exc
+        else:
+            out["pdq"] = image_pdq(img)
+            out["faces"] = _faces([img]) if faces else []
+            return out
+    if image_error.code == "empty":
+        out["error"] = str(image_error)
+        return out
+    try:
+        out["vpdq"] = vpdq(video_source())
+        if faces and out["vpdq"]:
+            out["faces"] = _video_faces(video_source(), len(out["vpdq"]))
+    except VideoError as video_error:
+        out["error"] = f"neither an image ({image_error}) nor a video ({video_error.code}: {video_error})"
+    return out
+
+
+def body_signals(data: bytes, faces: bool = True) -> dict:
+    """Signals of bytes held in memory (a crawled response body)."""
+    sha256, md5 = _hashes(io.BytesIO(data))
+    return _signals(sha256, md5, data, lambda: io.BytesIO(data), faces)
+
+
+def file_signals(path: str, faces: bool = True) -> dict:
+    """`kesu hash`: the signals of a local file, streamed (a 1 GB video is never read whole);
+    errors are reported in the line, never raised."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            sha256, md5 = _hashes(fh)
+            fh.seek(0)
+            image_bytes = fh.read() if size <= MAX_IMAGE_FILE else None
+    except OSError as exc:
+        return {"file": path, "sha256": None, "md5": None, "pdq": [], "vpdq": [], "faces": [],
+                "error": f"cannot read: {exc.strerror or exc}"}
+    return {"file": path, **_signals(sha256, md5, image_bytes, lambda: path, faces)}

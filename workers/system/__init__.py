@@ -1,0 +1,1 @@
+"""Running the system: queues, the worker's instance, schedules, health, housekeeping."""

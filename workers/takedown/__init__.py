@@ -1,0 +1,1 @@
+"""Takedowns (the actioner): notices, re-checks, abuse contacts, compliance prediction."""

@@ -1,0 +1,545 @@
+"""Notices: render the right template for a route, keep an encrypted copy, send it once.
+
+The flow of one notice:
+  prepare()  -> a Notice row in state "ready", with a fixed Message-ID and the exact message
+                bytes archived under a fresh data key sealed to the org public key;
+  deliver()  -> (RQ job `send_notice`, or the sweep) "ready" -> "sending" -> SMTP -> "sent".
+A retried or duplicated job finds the state moved on and does nothing, so no notice goes out
+twice. A failure before the SMTP DATA command puts the notice back to "ready" (nothing was
+sent); a failure during DATA leaves it "uncertain" for staff to check, never resent blindly.
+Contact-form routes (search engines, hotlines, sites with only a form) get the same text to
+copy, and staff mark them as sent.
+
+What goes where: a notice to a site names the URLs and our evidence references, never the
+victim. A message to the victim (only if she left an e-mail) says that a request went out,
+with no URL, no site and no content, under a neutral subject.
+"""
+import hashlib
+import json
+import logging
+import re
+import secrets
+import smtplib
+from dataclasses import dataclass
+from datetime import timedelta, timezone
+from email.message import EmailMessage
+from email.utils import format_datetime, getaddresses
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from sqlalchemy import select
+
+from crypto import envelope
+from crypto.sealing import seal, unseal
+from store.models import Capture, Case, Domain, Match, Media, Notice, Schedule, Takedown, TakedownEvent, utcnow
+from store.vocabulary import LANGUAGES, NOTICE_CATEGORIES, RECHECK_EVERY_S
+from workers.capture.evidence import MANIFEST
+from workers.takedown import predict
+
+log = logging.getLogger("kesu.notify")
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+RECIPIENTS = ("site", "host", "registrar", "search_engine", "hotline")
+TWO_DAY_RULE = frozenset({"adult_ncii", "coerced_av", "voyeur"})   # revenge porn act art. 4, AV act art. 16
+SENT_STATES = ("sent", "form")
+SEARCH_FORMS = [("Google", "https://support.google.com/websearch/answer/6302812"),
+                ("Bing", "https://www.microsoft.com/en-us/concern/revengeporn")]
+HOTLINES = {"JP": [("インターネット・ホットラインセンター (IHC)", "https://www.internethotline.jp/"),
+                   ("セーフライン (Safe Line)", "https://www.safe-line.jp/")],
+            "*": [("INHOPE", "https://www.inhope.org/EN")]}
+
+
+class RouteRefused(ValueError):
+    """A route that must not be used (a minor's case to a site) or has no notice (lawyer)."""
+
+
+def deadline_days(category: str | None) -> int:
+    return 2 if category in TWO_DAY_RULE else 7
+
+
+# --- rendering ------------------------------------------------------------------------------------
+
+_env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=False, undefined=StrictUndefined,
+                   keep_trailing_newline=True, trim_blocks=False)
+
+
+@dataclass
+class Rendered:
+    subject: str
+    body: str
+    template: str
+    route: str
+    language: str
+    channel: str             # email|form
+    address: str             # e-mail address, or "" for a form
+    forms: list              # [(name, url)] where a form is the way (or an alternative)
+
+
+def _host_of(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
+def template_name(language: str, category: str, route: str) -> str:
+    if category not in NOTICE_CATEGORIES:
+        raise RouteRefused(f"unknown category {category!r}")
+    if route not in RECIPIENTS:
+        raise RouteRefused(f"route {route!r} has no notice (lawyer: export the evidence instead)")
+    if category == "minor" and route != "hotline":
+        raise RouteRefused("a minor's case goes to a hotline only, never to the site or its providers")
+    return f"notices/{language if language in LANGUAGES else 'en'}/{category}/{route}.txt"
+
+
+def _evidence_refs(session, takedown: Takedown) -> list[str]:
+    refs = []
+    caps = session.execute(select(Capture).where(Capture.url == takedown.url, Capture.status == "ok")
+                           .order_by(Capture.id).limit(3)).scalars().all()
+    for c in caps:
+        manifest = ((c.evidence or {}).get("artifacts") or {}).get(MANIFEST) or {}
+        digest = f", {MANIFEST} SHA-256 {manifest['sha256']}" if manifest.get("sha256") else ""
+        refs.append(f"capture {c.id}: {c.captured_at:%Y-%m-%d %H:%M} UTC, HTTP {c.http_status or '-'}"
+                    f"{', server ' + c.server_ip if c.server_ip else ''}{digest}")
+    return refs
+
+
+def route_address(domain: Domain | None, route: str, country: str | None = None) -> tuple[str, str, list]:
+    """(channel, e-mail address or "", forms) for a route to this domain."""
+    contacts = (domain.contacts or {}) if domain else {}
+    if route == "site":
+        emails = [e.strip() for e in (domain.contact_email if domain else "").split(",") if e.strip()]
+        emails += contacts.get("site", {}).get("emails", [])
+        forms = [("form", f) for f in ([domain.contact_form] if domain and domain.contact_form else [])
+                 + contacts.get("site", {}).get("forms", [])]
+        return ("email", emails[0], forms) if emails else ("form", "", forms)
+    if route in ("host", "registrar"):
+        email = contacts.get(route, {}).get("email", "")
+        return ("email" if email else "form", email, [])
+    if route == "search_engine":
+        return "form", "", list(SEARCH_FORMS)
+    if route == "hotline":
+        return "form", "", list(HOTLINES["JP"] if (country or "JP").upper() == "JP" else HOTLINES["*"])
+    raise RouteRefused(f"route {route!r} has no notice")
+
+
+def context_for(instance, session, takedown: Takedown, route: str) -> dict:
+    case = session.get(Case, takedown.case_id)
+    domain = session.get(Domain, takedown.domain_id) if takedown.domain_id else None
+    category = case.category if case else None
+    host = _host_of(takedown.url)
+    urls = [takedown.url] + [m["url"] for m in (takedown.media or []) if m.get("url") and m["url"] != takedown.url
+                             and not m["url"].startswith("data:")]
+    contacts = (domain.contacts or {}) if domain else {}
+    settings = instance.settings
+    hotlines = route_address(domain, "hotline", domain.country if domain else None)[2] if route == "hotline" else []
+    return {
+        "org": {"name": settings.org_name, "email": settings.org_email or settings.smtp_from, "phone": settings.org_phone},
+        "recipient": route, "category": category, "urls": urls, "ref": f"KESU-{takedown.id}",
+        "evidence": _evidence_refs(session, takedown),
+        "domain": domain.domain if domain else host,
+        "site_label": (f"{domain.site_name} ({domain.domain})" if domain and domain.site_name else
+                       (domain.domain if domain else host)),
+        "host_name": (domain.hosting if domain else "") or contacts.get("host", {}).get("name", ""),
+        "registrar_name": contacts.get("registrar", {}).get("name", ""),
+        "hotline_name": " / ".join(n for n, _ in hotlines),
+        "two_day_rule": category in TWO_DAY_RULE, "deadline_days": deadline_days(category),
+        "date": utcnow().strftime("%Y-%m-%d"),
+    }
+
+
+def render(instance, session, takedown: Takedown, route: str, language: str) -> Rendered:
+    case = session.get(Case, takedown.case_id)
+    name = template_name(language, case.category if case else None, route)
+    text = _env.get_template(name).render(**context_for(instance, session, takedown, route))
+    text = re.sub(r"\n{3,}", "\n\n", text.replace("\r\n", "\n")).strip() + "\n"
+    first, _, body = text.partition("\n")
+    subject = re.sub(r"^(Subject|件名):\s*", "", first).strip()
+    domain = session.get(Domain, takedown.domain_id) if takedown.domain_id else None
+    channel, address, forms = route_address(domain, route, domain.country if domain else None)
+    return Rendered(subject=subject, body=body.lstrip("\n"), template=name, route=route, language=language,
+                    channel=channel, address=address, forms=forms)
+
+
+# --- the archive: exactly what was sent, sealed to the org key -----------------------------------
+
+def _aad(notice_id: int) -> bytes:
+    return f"kesu:notice:v1:{notice_id}".encode()
+
+
+def archive(public_key: bytes, notice_id: int, raw: bytes) -> bytes:
+    key = envelope.new_key()
+    sealed_key = seal(public_key, key)
+    return len(sealed_key).to_bytes(2, "big") + sealed_key + envelope.encrypt(key, raw, _aad(notice_id))
+
+
+def open_archive(instance, notice: Notice) -> bytes:
+    size = int.from_bytes(notice.archived[:2], "big")
+    key = unseal(instance.private_keys().private_key, notice.archived[2:2 + size])
+    return envelope.decrypt(key, notice.archived[2 + size:], _aad(notice.id))
+
+
+def _public_key(instance) -> bytes:
+    from crypto.sealing import unb64
+    return unb64(instance.public_key()[1])
+
+
+def mail_domain(instance) -> str:
+    sender = instance.settings.smtp_from or instance.settings.org_email or ""
+    return sender.rsplit("@", 1)[-1].strip(">").strip() or "kesu.invalid"
+
+
+def message(instance, to: str, subject: str, body: str, message_id: str, auto: bool = False) -> EmailMessage:
+    msg = EmailMessage()
+    sender = instance.settings.smtp_from or instance.settings.org_email
+    msg["From"] = sender
+    msg["To"] = to
+    if instance.settings.org_email and instance.settings.org_email != sender:
+        msg["Reply-To"] = instance.settings.org_email
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(utcnow().replace(tzinfo=timezone.utc))
+    msg["Message-ID"] = message_id
+    if auto:
+        msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(body, charset="utf-8")
+    return msg
+
+
+# --- prepare / deliver ------------------------------------------------------------------------------
+
+def event(session, takedown_id: int, kind: str, actor: str = "", **detail) -> None:
+    session.add(TakedownEvent(takedown_id=takedown_id, kind=kind, actor=actor, detail=detail))
+
+
+def prepare(instance, takedown_id: int, route: str, language: str, actor: str = "",
+            address: str | None = None, again: bool = False) -> int:
+    """The notice for this takedown and route, made once (a second click returns the same one)."""
+    with instance.session() as s:
+        takedown = s.get(Takedown, takedown_id, with_for_update=True)
+        if takedown is None:
+            raise KeyError(takedown_id)
+        existing = s.execute(select(Notice).where(Notice.takedown_id == takedown_id, Notice.route == route,
+                                                  Notice.channel != "victim",
+                                                  Notice.state.in_(("ready", "sending", "sent", "form", "uncertain")))
+                             .order_by(Notice.id.desc())).scalars().first()
+        if existing is not None and not (again and existing.state in SENT_STATES):
+            return existing.id
+        attach_media(s, takedown)
+        r = render(instance, s, takedown, route, language)
+        to = (address or r.address or "").strip()
+        channel = "email" if to else "form"
+        if to and not re.fullmatch(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+", to):
+            raise ValueError(f"not an e-mail address: {to!r}")
+        notice = Notice(takedown_id=takedown_id, route=route, recipient=to, language=language, channel=channel,
+                        state="ready" if channel == "email" else "form_ready")
+        s.add(notice)
+        s.flush()
+        notice.message_id = f"<kesu.{notice.id}.{secrets.token_hex(6)}@{mail_domain(instance)}>"
+        msg = message(instance, to or "(contact form)", r.subject, r.body, notice.message_id)
+        notice.archived = archive(_public_key(instance), notice.id, msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")))
+        event(s, takedown_id, "notice", actor, notice=notice.id, route=route, language=language, channel=channel,
+              template=r.template)
+        return notice.id
+
+
+def enqueue(instance, notice_id: int) -> bool:
+    """Hand the notice to a worker; False when no queue is reachable (the sweep will)."""
+    from workers import jobs
+    return jobs.enqueue(instance.settings, "send_notice", str(notice_id), job_id=f"notice-{notice_id}")
+
+
+def send_notice(ref: str) -> str:
+    """RQ job: send one notice (ref = notice id). Idempotent."""
+    from workers.system.context import instance as current
+    return deliver(current(), int(ref))
+
+
+def _smtp(instance):
+    st = instance.settings
+    client = smtplib.SMTP(st.smtp_host or "127.0.0.1", st.smtp_port, timeout=30)
+    client.ehlo()
+    if client.has_extn("starttls") and st.extra.get("smtp_starttls", True):
+        client.starttls()
+        client.ehlo()
+    if st.smtp_user:
+        client.login(st.smtp_user, st.smtp_password)
+    return client
+
+
+def send_raw(instance, sender: str, to: list[str], raw: bytes) -> str:
+    """SMTP up to the commit point; returns "sent", raises _Retry (nothing sent) or _Uncertain."""
+    committing = False
+    try:
+        client = _smtp(instance)
+        try:
+            code, resp = client.mail(sender)
+            if code != 250:
+                raise smtplib.SMTPSenderRefused(code, resp, sender)
+            for rcpt in to:
+                code, resp = client.rcpt(rcpt)
+                if code not in (250, 251):
+                    raise smtplib.SMTPRecipientsRefused({rcpt: (code, resp)})
+            committing = True
+            code, resp = client.data(raw)
+            if code != 250:
+                raise smtplib.SMTPDataError(code, resp)
+        finally:
+            try:
+                client.quit()
+            except Exception:
+                client.close()
+    except smtplib.SMTPRecipientsRefused as exc:
+        raise _Failed(f"recipient refused: {exc.recipients}") from exc
+    except smtplib.SMTPResponseException as exc:
+        if committing and exc.smtp_code >= 500:
+            raise _Failed(f"refused: {exc.smtp_code} {exc.smtp_error!r}") from exc
+        if committing and exc.smtp_code >= 400:
+            raise _Retry(f"temporary: {exc.smtp_code}") from exc   # a 4xx to DATA means not accepted
+        if exc.smtp_code >= 500:
+            raise _Failed(f"refused: {exc.smtp_code} {exc.smtp_error!r}") from exc
+        raise _Retry(f"temporary: {exc.smtp_code}") from exc
+    except (OSError, smtplib.SMTPException) as exc:
+        if committing:
+            raise _Uncertain(str(exc)) from exc
+        raise _Retry(str(exc)) from exc
+    return "sent"
+
+
+class _Retry(Exception):
+    pass
+
+
+class _Uncertain(Exception):
+    pass
+
+
+class _Failed(Exception):
+    pass
+
+
+def deliver(instance, notice_id: int) -> str:
+    with instance.session() as s:
+        notice = s.get(Notice, notice_id, with_for_update=True)
+        if notice is None or notice.state != "ready":
+            return notice.state if notice else "missing"
+        notice.state = "sending"
+    try:
+        with instance.session() as s:
+            notice = s.get(Notice, notice_id)
+            if notice.channel == "victim":
+                prepared = _victim_message(instance, s, notice)
+                if prepared is None:
+                    notice.state, notice.error = "failed", "no contact"
+                    return notice.state
+                to, raw = prepared
+            else:
+                to, raw = notice.recipient, open_archive(instance, notice)
+    except Exception:                      # nothing went out: leave it for the next try
+        with instance.session() as s:
+            s.get(Notice, notice_id).state = "ready"
+        raise
+    sender = instance.settings.smtp_from or instance.settings.org_email
+    try:
+        send_raw(instance, sender, [a for _, a in getaddresses([to])], raw)
+        state, error = "sent", None
+    except _Retry as exc:
+        state, error = "ready", str(exc)
+    except _Uncertain as exc:
+        state, error = "uncertain", str(exc)
+    except _Failed as exc:
+        state, error = "failed", str(exc)
+    victim = None
+    with instance.session() as s:
+        notice = s.get(Notice, notice_id, with_for_update=True)
+        if error and notice.channel == "victim":
+            error = error.split(":", 1)[0]   # the server's words may hold her address: kept in no column
+        notice.state, notice.error = state, error
+        if state == "sent":
+            notice.sent_at = utcnow()
+            if notice.channel != "victim":
+                victim = record_sent(instance, s, notice, actor="worker")
+        elif notice.channel != "victim":
+            event(s, notice.takedown_id, "send_" + state, "worker", notice=notice.id, error=(error or "")[:200])
+    log.info("notice %s: %s", notice_id, state)
+    if victim:
+        enqueue(instance, victim)
+    if state == "ready":
+        raise RuntimeError(f"notice {notice_id} not sent yet ({error}); will retry")
+    return state
+
+
+def mark_sent(instance, notice_id: int, actor: str) -> str:
+    """A contact-form route done by hand: staff say it went out."""
+    with instance.session() as s:
+        notice = s.get(Notice, notice_id, with_for_update=True)
+        if notice is None:
+            raise KeyError(notice_id)
+        if notice.state in SENT_STATES:
+            return notice.state
+        if notice.state not in ("form_ready", "uncertain", "failed", "ready"):
+            raise ValueError(f"notice {notice_id} is {notice.state}")
+        notice.state = "form" if notice.channel == "form" else "sent"
+        notice.sent_at = utcnow()
+        victim = record_sent(instance, s, notice, actor=actor, by_hand=True)
+        state = notice.state
+    if victim:
+        enqueue(instance, victim)
+    return state
+
+
+def record_sent(instance, session, notice: Notice, actor: str, by_hand: bool = False) -> int | None:
+    """After a notice went out: the takedown is requested, its deadline set, a re-check scheduled.
+
+    Returns the id of the victim's confirmation to send once this transaction commits (or None)."""
+    takedown = session.get(Takedown, notice.takedown_id, with_for_update=True)
+    case = session.get(Case, takedown.case_id)
+    now = utcnow()
+    if notice.route not in predict.PARALLEL:
+        takedown.route = notice.route
+        takedown.deadline_at = now + timedelta(days=deadline_days(case.category if case else None))
+        takedown.proposal = None
+    takedown.requested_at = takedown.requested_at or now
+    if takedown.status in ("ongoing", "on_hold"):
+        takedown.status = "requested"
+    takedown.updated_at = now
+    event(session, takedown.id, "sent", actor, notice=notice.id, route=notice.route, by_hand=by_hand,
+          message_id=notice.message_id)
+    schedule_recheck(session, takedown.id, now + timedelta(seconds=RECHECK_EVERY_S))
+    if case is not None and notice.route not in predict.PARALLEL:
+        return _queue_victim_confirmation(instance, session, case, notice)
+    return None
+
+
+def schedule_recheck(session, takedown_id: int, due_at) -> None:
+    row = session.execute(select(Schedule).where(Schedule.kind == "recheck", Schedule.ref == str(takedown_id))
+                          ).scalars().first()
+    if row is None:
+        session.add(Schedule(kind="recheck", ref=str(takedown_id), due_at=due_at, interval_s=RECHECK_EVERY_S))
+    else:
+        row.due_at = min(row.due_at, due_at)
+
+
+# --- the victim hears back ----------------------------------------------------------------------
+
+VICTIM_TEXT = {
+    "ja": ("{org}からのお知らせ",
+           "{org}です。\n\nご相談いただいている件で、削除の依頼を1件送りました。\n"
+           "結果がわかり次第、状況の確認ページに反映されます。ケース番号とパスフレーズで、いつでも確認できます。\n\n"
+           "このメールに心当たりがない場合は、破棄してください。\n\n{org}\n{contact}\n"),
+    "en": ("A message from {org}",
+           "This is {org}.\n\nWe have sent one removal request about the matter you asked us to help with.\n"
+           "Its result will show on the status page, which you can open at any time with your case number "
+           "and passphrase.\n\nIf this message means nothing to you, please delete it.\n\n{org}\n{contact}\n"),
+}
+
+
+def case_details(instance, case: Case) -> dict | None:
+    """The case's decrypted details (contact, consent); None when none or the key is gone."""
+    if not case.details:
+        return None
+    key = instance.keystore.get(case.id, instance.private_keys().private_key)
+    if key is None:
+        return None
+    try:
+        from store.cases import details_aad
+        aads = [details_aad(case.id)]
+    except ImportError:
+        aads = []
+    aads.append(f"case:{case.id}|details".encode())
+    for aad in aads:
+        try:
+            return json.loads(envelope.decrypt(key, case.details, aad))
+        except Exception:
+            continue
+    return None
+
+
+def victim_contact(instance, case: Case) -> str | None:
+    details = case_details(instance, case) or {}
+    contact = details.get("contact") or {}
+    email = (contact.get("email") or "").strip() if isinstance(contact, dict) else ""
+    return email if re.fullmatch(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+", email) else None
+
+
+def _queue_victim_confirmation(instance, session, case: Case, notice: Notice) -> int | None:
+    """A Notice row (channel victim, no address stored) per request; its Message-ID makes it unique."""
+    if not case.details:
+        return None
+    try:
+        if victim_contact(instance, case) is None:
+            return None                   # she left no contact: nothing to send, nothing to keep
+    except Exception:                     # keys locked here: the worker decides when it sends
+        pass
+    mid = f"<kesu.victim.{notice.id}.{hashlib.sha256(notice.message_id.encode()).hexdigest()[:12]}@{mail_domain(instance)}>"
+    if session.execute(select(Notice.id).where(Notice.message_id == mid)).first():
+        return None
+    row = Notice(takedown_id=notice.takedown_id, route="victim", recipient="", language=case.language or "ja",
+                 channel="victim", state="ready", message_id=mid)
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def _victim_message(instance, session, notice: Notice):
+    takedown = session.get(Takedown, notice.takedown_id)
+    case = session.get(Case, takedown.case_id) if takedown else None
+    email = victim_contact(instance, case) if case else None
+    if not email:
+        return None
+    lang = notice.language if notice.language in VICTIM_TEXT else "ja"
+    subject, body = VICTIM_TEXT[lang]
+    org = instance.settings.org_name
+    contact = instance.settings.org_phone or instance.settings.org_email or ""
+    msg = message(instance, email, subject.format(org=org), body.format(org=org, contact=contact), notice.message_id,
+                   auto=True)
+    return email, msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+
+
+def confirm_to_victim(instance, notice_id: int) -> str:
+    """Send the pending victim confirmation(s) for a sent notice now (the worker does the same)."""
+    with instance.session() as s:
+        ids = s.execute(select(Notice.id).where(Notice.channel == "victim", Notice.state == "ready",
+                                                Notice.message_id.like(f"<kesu.victim.{notice_id}.%"))).scalars().all()
+    states = [deliver(instance, i) for i in ids]
+    return states[0] if states else "none"
+
+
+# --- the sweep: nothing stays behind after a restart -----------------------------------------------
+
+def pending(instance, older_than_s: int = 0) -> list[int]:
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    with instance.session() as s:
+        return list(s.execute(select(Notice.id).where(Notice.state == "ready", Notice.created_at <= cutoff)
+                              .order_by(Notice.id)).scalars())
+
+
+def sweep(ref: str = "") -> int:
+    """Scheduled job: enqueue every notice still "ready" (lost from a flushed Redis, or after a retry)."""
+    from workers.system.context import instance as current
+    inst = current()
+    n = 0
+    for notice_id in pending(inst, older_than_s=30):
+        n += enqueue(inst, notice_id)
+    stale = utcnow() - timedelta(minutes=15)
+    with inst.session() as s:
+        for notice in s.execute(select(Notice).where(Notice.state == "sending", Notice.created_at <= stale)).scalars():
+            notice.state, notice.error = "uncertain", "interrupted while sending"
+    return n
+
+
+# --- media of a takedown (for the re-check) --------------------------------------------------------
+
+def attach_media(session, takedown: Takedown) -> None:
+    """Fill takedown.media from its confirmed matches (media URL + keyed hash), once."""
+    if takedown.media:
+        return
+    rows = session.execute(select(Media.url, Media.sha256_key).join(Match, Match.media_id == Media.id)
+                           .join(Capture, Capture.id == Media.capture_id)
+                           .where(Match.case_id == takedown.case_id, Match.state == "confirmed",
+                                  (Capture.url == takedown.url) | (Capture.final_url == takedown.url)
+                                  | (Media.url == takedown.url))).all()
+    seen, media = set(), []
+    for url, key in rows:
+        if url not in seen:
+            seen.add(url)
+            media.append({"url": url, "key": key})
+    if media:
+        takedown.media = media

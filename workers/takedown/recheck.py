@@ -1,0 +1,270 @@
+"""Follow-up: is it gone yet? Re-check each requested URL until it is, then watch for its return.
+
+Removed means: the page answers 404 or 410 (or 451), or every media we matched on it is gone
+(404/410) or changed (its keyed SHA-256 differs). Some gone, some not: partly removed. A
+network error proves nothing and changes nothing. Past the route's deadline (2 days under the
+revenge porn act art. 4 / AV act art. 16, else 7), a URL still up gets the next route proposed
+(site -> host -> registrar -> hotline -> lawyer) for staff to send in one click.
+
+Schedules live in the database (workers/schedule.py): a "recheck" row per takedown with an
+interval, so a job lost with a flushed Redis simply runs at the next interval; once removed,
+the row becomes a "reupload" watch, which re-opens the takedown when the media comes back and
+calls the hooks in REUPLOAD_HOOKS (the crawler can register a re-crawl of the site there).
+"""
+import hashlib
+import ipaddress
+import logging
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+
+from crypto import envelope
+from store.models import Case, Domain, Schedule, Takedown, utcnow
+from workers.takedown import predict
+from workers.takedown.notify import event
+
+log = logging.getLogger("kesu.recheck")
+
+GONE = (404, 410, 451)
+REUPLOAD_EVERY_S = 7 * 24 * 3600
+MAX_BYTES = 64 * 1024 * 1024
+USER_AGENT = "kesu-recheck/1 (+takedown follow-up)"
+
+# hook(instance, takedown_id, confirmed: bool) when removed material seems to be back.
+REUPLOAD_HOOKS: list[Callable] = []
+
+
+def on_reupload(hook: Callable) -> Callable:
+    REUPLOAD_HOOKS.append(hook)
+    return hook
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    final_url: str = ""
+    truncated: bool = False      # the body went past MAX_BYTES: its hash says nothing
+
+
+class FetchError(Exception):
+    """No answer (DNS, refused, timeout, refused address): nothing can be concluded."""
+
+
+def media_key(pepper: bytes, body: bytes) -> str:
+    """The crawler's keyed hash of a media body: HMAC(pepper, SHA-256 digest)."""
+    return envelope.keyed_name(pepper, hashlib.sha256(body).digest())
+
+
+class _NoRedirectToPrivate(urllib.request.HTTPRedirectHandler):
+    def __init__(self, allow_private: bool):
+        self.allow_private = allow_private
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        _check_address(newurl, self.allow_private)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _check_address(url: str, allow_private: bool) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise FetchError(f"not an http(s) URL: {parts.scheme}")
+    if allow_private:
+        return
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    except socket.gaierror as exc:
+        raise FetchError(f"no address: {exc}") from exc
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0])
+        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
+            raise FetchError("refused: private address")
+
+
+def http_fetcher(allow_private: bool = False, timeout: float = 30.0) -> Callable[[str], Response]:
+    """The real fetcher (urllib, redirects followed, private addresses refused unless allowed)."""
+    opener = urllib.request.build_opener(_NoRedirectToPrivate(allow_private))
+
+    def fetch(url: str) -> Response:
+        _check_address(url, allow_private)
+        req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "*/*"})
+        try:
+            with opener.open(req, timeout=timeout) as resp:
+                body = resp.read(MAX_BYTES + 1)
+                return Response(resp.status, body[:MAX_BYTES], resp.geturl(), truncated=len(body) > MAX_BYTES)
+        except urllib.error.HTTPError as exc:
+            return Response(exc.code, b"", url)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise FetchError(str(exc)) from exc
+
+    return fetch
+
+
+def check(url: str, media: list[dict], pepper: bytes, fetch: Callable[[str], Response]) -> dict:
+    """{"outcome": removed|partly_removed|still_up|unknown, "http": int|None, "media": {...}, "why": str}."""
+    try:
+        page = fetch(url)
+    except FetchError as exc:
+        return {"outcome": "unknown", "http": None, "why": f"no answer: {exc}"[:200]}
+    if page.status in GONE:
+        return {"outcome": "removed", "http": page.status, "why": f"page answers {page.status}"}
+    if page.status >= 400:
+        return {"outcome": "unknown", "http": page.status, "why": f"page answers {page.status}"}
+    if not media:
+        return {"outcome": "still_up", "http": page.status, "why": "page is up (no media known to compare)"}
+    gone, up, unknown = 0, 0, 0
+    for m in media:
+        if m["url"] == url or m["url"] == page.final_url:
+            r = page
+        else:
+            try:
+                r = fetch(m["url"])
+            except FetchError:
+                unknown += 1
+                continue
+        body, status = r.body, r.status
+        if status in GONE:
+            gone += 1
+        elif status >= 400 or (m.get("key") and r.truncated):
+            unknown += 1                   # a file too big to read whole cannot be compared
+        elif m.get("key") and media_key(pepper, body) != m["key"]:
+            gone += 1                      # changed: not the matched bytes any more
+        else:
+            up += 1
+    counts = {"gone": gone, "up": up, "unknown": unknown}
+    if gone and not up and not unknown:
+        return {"outcome": "removed", "http": page.status, "media": counts, "why": "every matched media is gone or changed"}
+    if gone:
+        return {"outcome": "partly_removed", "http": page.status, "media": counts, "why": "some media gone"}
+    if up:
+        return {"outcome": "still_up", "http": page.status, "media": counts, "why": "matched media still served"}
+    return {"outcome": "unknown", "http": page.status, "media": counts, "why": "media did not answer"}
+
+
+def _fetcher_for(instance):
+    return http_fetcher(allow_private=instance.settings.crawl_allow_private)
+
+
+def _set_schedule(session, kind: str, takedown_id: int, due_at, every_s: int | None) -> None:
+    row = session.execute(select(Schedule).where(Schedule.kind == kind, Schedule.ref == str(takedown_id))
+                          ).scalars().first()
+    if row is None:
+        session.add(Schedule(kind=kind, ref=str(takedown_id), due_at=due_at, interval_s=every_s))
+    else:
+        row.due_at, row.interval_s = due_at, every_s
+
+
+def _drop_schedule(session, kind: str, takedown_id: int) -> None:
+    row = session.execute(select(Schedule).where(Schedule.kind == kind, Schedule.ref == str(takedown_id))
+                          ).scalars().first()
+    if row is not None:
+        session.delete(row)
+
+
+def _check_takedown(instance, takedown_id: int, fetch) -> tuple[dict, list] | tuple[None, None]:
+    """Fetch and judge one takedown's URL: (result, its matched media), or (None, None) and its
+    schedules dropped when the takedown is gone (withdrawn)."""
+    with instance.session() as s:
+        td = s.get(Takedown, takedown_id)
+        if td is None:                     # withdrawn: its schedules go too
+            _drop_schedule(s, "recheck", takedown_id)
+            _drop_schedule(s, "reupload", takedown_id)
+            return None, None
+        url, media = td.url, list(td.media or [])
+    return check(url, media, instance.pepper, fetch or _fetcher_for(instance)), media
+
+
+def run_check(instance, takedown_id: int, fetch=None, now=None) -> dict:
+    """Check one takedown now and record the outcome (the job `recheck` calls this)."""
+    now = now or utcnow()
+    result, media = _check_takedown(instance, takedown_id, fetch)
+    if result is None:
+        return {"outcome": "missing"}
+    domain_id = None
+    with instance.session() as s:
+        td = s.get(Takedown, takedown_id, with_for_update=True)
+        if td is None:
+            return {"outcome": "missing"}
+        td.checked_at = now
+        before = td.status
+        # on hold (staff, or retention waiting for her answer): a check informs, never decides
+        outcome = result["outcome"] if before != "on_hold" else None
+        if outcome == "removed":
+            td.status = "removed"
+            td.resolved_at = td.resolved_at or now
+            td.proposal = None
+            _drop_schedule(s, "recheck", td.id)
+            _set_schedule(s, "reupload", td.id, now + timedelta(seconds=REUPLOAD_EVERY_S), REUPLOAD_EVERY_S)
+        elif outcome in ("partly_removed", "still_up"):
+            overdue = td.deadline_at is not None and now >= td.deadline_at
+            if outcome == "partly_removed":
+                td.status = "partly_removed"
+            elif overdue or before in ("still_up",):
+                td.status = "still_up"
+            if overdue and td.proposal is None:
+                case = s.get(Case, td.case_id)
+                domain = s.get(Domain, td.domain_id) if td.domain_id else None
+                steps = predict.recommend_routes(domain, case.category if case else None,
+                                                 domain.prediction if domain else None)
+                td.proposal = predict.next_route(steps, td.route) or "lawyer"
+                event(s, td.id, "proposal", "worker", route=td.proposal, after=td.route)
+        td.updated_at = now if td.status != before else td.updated_at
+        event(s, td.id, "check", "worker", outcome=result["outcome"], http=result.get("http"), why=result["why"],
+              media=result.get("media"), status=td.status)
+        domain_id = td.domain_id if td.status != before else None
+    if domain_id:
+        predict.update_domain(instance, domain_id)
+    result["status"] = td.status
+    return result
+
+
+def run_watch(instance, takedown_id: int, fetch=None, now=None) -> dict:
+    """After removal: is it back? Media that matches again re-opens the takedown."""
+    now = now or utcnow()
+    result, media = _check_takedown(instance, takedown_id, fetch)
+    if result is None:
+        return {"outcome": "missing"}
+    back = result["outcome"] in ("still_up", "partly_removed")
+    confirmed = back and bool(media) and result.get("media", {}).get("up", 0) > 0
+    with instance.session() as s:
+        td = s.get(Takedown, takedown_id, with_for_update=True)
+        if td is None:                     # withdrawn while it was being fetched
+            return {"outcome": "missing"}
+        td.checked_at = now
+        if confirmed:
+            td.status, td.resolved_at, td.updated_at = "still_up", None, now
+            td.deadline_at = now
+            _drop_schedule(s, "reupload", td.id)
+            _set_schedule(s, "recheck", td.id, now + timedelta(days=1), 24 * 3600)
+        event(s, td.id, "reupload" if back else "watch", "worker", outcome=result["outcome"], confirmed=confirmed,
+              http=result.get("http"))
+        domain_id = td.domain_id
+    if back:
+        for hook in REUPLOAD_HOOKS:
+            try:
+                hook(instance, takedown_id, confirmed)
+            except Exception:
+                log.exception("re-upload hook failed")
+        if confirmed and domain_id:
+            predict.update_domain(instance, domain_id)
+    result["back"], result["confirmed"] = back, confirmed
+    return result
+
+
+def recheck(ref: str) -> str:
+    """Scheduled job (kind "recheck", ref = takedown id)."""
+    from workers.system.context import instance as current
+    return run_check(current(), int(ref))["outcome"]
+
+
+def watch(ref: str) -> str:
+    """Scheduled job (kind "reupload", ref = takedown id)."""
+    from workers.system.context import instance as current
+    return run_watch(current(), int(ref))["outcome"]
+
