@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from sites import build_site, serve_site
 from warcio.archiveiterator import ArchiveIterator
 
-from cli.crawl import evidence_group
+from cli.evidence import evidence_group
 from crypto import keys as orgkeys
 from crypto.sealing import b64
 from workers.capture import evidence as ev
