@@ -1,4 +1,11 @@
-"""Engine and sessions for SQLite (default) and PostgreSQL; migrations through Alembic."""
+"""Engine and sessions for SQLite (default) and PostgreSQL; migrations through Alembic.
+
+Connections never cross a fork: RQ's Worker forks a work horse per job, and a child that
+reused its parent's pooled connection would share one server session with its siblings
+(on PostgreSQL, psycopg's prepared statements then collide: "_pg3_0 already exists").
+Each child drops the inherited pool without closing the parent's sockets and opens its own.
+"""
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,6 +32,15 @@ def engine_for(url: str):
                 cur.close()
         _engines[url] = eng
     return _engines[url]
+
+
+def _forget_pools_in_child() -> None:
+    # close=False: the parent still owns those sockets; the child only stops using them.
+    for eng in _engines.values():
+        eng.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_pools_in_child)
 
 
 def sessionmaker_for(url: str):
