@@ -1,4 +1,6 @@
 """Login with password + TOTP, and logout."""
+from urllib.parse import urlsplit
+
 from flask import (
     Blueprint,
     flash,
@@ -26,6 +28,18 @@ class LoginForm(FlaskForm):
     code = StringField("code", validators=[DataRequired(), Length(min=6, max=8)])
 
 
+def local_target(target: str) -> str | None:
+    """`target` when it is a path on this site, else None. Browsers drop tabs and newlines
+    inside URLs and read a backslash as a slash ("/<TAB>/evil.example" leaves the site), so any
+    control character, space or backslash is refused outright."""
+    if not target.startswith("/") or any(c <= " " or c in "\\\x7f" for c in target):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or target.startswith("//"):
+        return None
+    return target
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     form = LoginForm()
@@ -41,8 +55,7 @@ def login():
             session.clear()
             session.regenerate()
             session["staff_id"] = staff.id
-            target = request.args.get("next", "")
-            return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("main.home"))
+            return redirect(local_target(request.args.get("next", "")) or url_for("main.home"))
     elif request.method == "POST":
         status = 400
     return render_template("backoffice/login.html", form=form), status

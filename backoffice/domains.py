@@ -261,9 +261,19 @@ def index():
 EDITABLE = FIELDS[1:]
 
 
-@bp.route("/<int:domain_id>", methods=["GET", "POST"])
+@bp.get("/<int:domain_id>")
 @login_required()
 def edit(domain_id):
+    return _edit_page(domain_id)
+
+
+@bp.post("/<int:domain_id>")
+@login_required("staff")          # lawyers read the domain database, never change it
+def save(domain_id):
+    return _edit_page(domain_id)
+
+
+def _edit_page(domain_id):
     instance = current_instance()
     errors = {}
     with instance.session() as s:

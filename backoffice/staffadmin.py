@@ -10,7 +10,7 @@ from __future__ import annotations
 import pyotp
 from sqlalchemy import func, select
 
-from backoffice.accounts import ROLES, _totp_key
+from backoffice.accounts import ROLES, totp_key
 from backoffice.sessions import DatabaseSessionInterface
 from crypto import envelope
 from store import audit
@@ -91,7 +91,7 @@ def reset_totp(instance, actor: str, who) -> tuple[str, str]:
     secret = pyotp.random_base32()
     with instance.session() as s:
         staff = _find(s, who)
-        staff.totp_secret = envelope.encrypt(_totp_key(instance), secret.encode(), aad=staff.email.encode())
+        staff.totp_secret = envelope.encrypt(totp_key(instance), secret.encode(), aad=staff.email.encode())
         staff.last_totp_step = 0            # no code of the new secret was ever used
         staff.failed_logins = 0
         staff.throttled_until = None
