@@ -8,6 +8,7 @@ reachable Redis they wait in the database for `workers.cases.takein.take_in_pend
 """
 import logging
 import threading
+from urllib.parse import unquote
 
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import select
@@ -18,6 +19,7 @@ from intake import current_instance
 from intake.throttle import RateLimit, Throttle, retry_after
 from store import cases, continuation
 from store.models import OrgKey
+from store.vocabulary import LANGUAGES
 from workers import jobs  # job names only: the intake never imports code that decrypts
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -90,6 +92,20 @@ def _enqueue(name: str, *ids) -> bool:
     return jobs.enqueue(current_instance().settings, name, *ids)
 
 
+def passphrase_header() -> str:
+    """The passphrase as sent: percent-encoded UTF-8 (§6.3), so Japanese words fit a header."""
+    return unquote(request.headers.get(PASSPHRASE_HEADER, ""), errors="replace")
+
+
+def page_language() -> str:
+    """The language of the page she registered on: the body's "language", else Accept-Language."""
+    body = request.get_json(silent=True, force=True)
+    chosen = body.get("language") if isinstance(body, dict) else None
+    if chosen in LANGUAGES:
+        return chosen
+    return "ja" if any(lang.lower().startswith("ja") for lang, _ in request.accept_languages) else "en"
+
+
 def _authenticated(number: str):
     """(case_id, None) or (None, 401/429 response). The same path for every number."""
     inst = current_instance()
@@ -101,7 +117,7 @@ def _authenticated(number: str):
                             Retry_After=retry_after(wait))
     case_id = None
     try:
-        case_id = cases.authenticate(inst, number, request.headers.get(PASSPHRASE_HEADER, ""))
+        case_id = cases.authenticate(inst, number, passphrase_header())
     finally:
         gate.end(key_name, ok=case_id is not None)
     if case_id is None:
@@ -119,7 +135,8 @@ def create_case():
     if wait > 0:
         return _error(429, "slow_down", "Many cases are being registered right now. Please try again shortly.",
                       Retry_After=retry_after(wait))
-    number, passphrase, _case_id, submission_id = cases.create_case(current_instance(), key_id, sealed)
+    number, passphrase, _case_id, submission_id = cases.create_case(current_instance(), key_id, sealed,
+                                                                    language=page_language())
     _enqueue("take_in", submission_id)
     return jsonify(case_number=number, passphrase=passphrase), 201
 

@@ -73,10 +73,11 @@ def number_key(pepper: bytes, number: str) -> str:
 
 # --- operations -----------------------------------------------------------------------------
 
-def create_case(instance, key_id: str, sealed: bytes) -> tuple[str, str, int, int]:
-    """A new case holding one sealed submission: (case_number, passphrase, case_id, submission_id)."""
-    passphrase = passphrases.generate()
-    stored = passphrases.hash_secret(instance.pepper, passphrase)
+def create_case(instance, key_id: str, sealed: bytes, language: str = "en") -> tuple[str, str, int, int]:
+    """A new case holding one sealed submission: (case_number, passphrase, case_id, submission_id).
+    The passphrase is in `language` (the language of the page she registered on)."""
+    passphrase = passphrases.generate(language)
+    stored = passphrases.hash_secret(instance.pepper, passphrases.normalize(passphrase))
     for _ in range(5):
         number = new_case_number()
         try:

@@ -68,7 +68,7 @@ def test_create_status_add_delete_withdraw(client, inst, redis_url):
     made = create(client, inst)
     number, passphrase = made["case_number"], made["passphrase"]
     assert len(number) == 12 and number.isdigit()
-    assert len(passphrase.split("-")) == 8
+    assert len(passphrase.split("-")) == crypto.passphrases.word_count("en") and passphrase.isascii()
     assert "Set-Cookie" not in r.headers
     # Enqueued by id only.
     from rq import Queue
@@ -111,6 +111,23 @@ def test_create_status_add_delete_withdraw(client, inst, redis_url):
     with inst.session() as s:
         assert s.execute(select(func.count()).select_from(Case)).scalar() == 0
     assert not any(inst.settings.keystore_dir.glob("*.key"))
+
+
+def test_a_japanese_page_gets_a_japanese_passphrase_sent_percent_encoded(client, inst):
+    from urllib.parse import quote
+    made = client.post("/api/v1/cases", json=dict(sealed_body(inst), language="ja")).get_json()
+    number, passphrase = made["case_number"], made["passphrase"]
+    assert not passphrase.isascii() and len(passphrase.split("-")) == crypto.passphrases.word_count("ja")
+    # Without "language", Accept-Language decides.
+    other = client.post("/api/v1/cases", json=sealed_body(inst), headers={"Accept-Language": "ja,en;q=0.5"}).get_json()
+    assert not other["passphrase"].isascii()
+    # Typed in katakana with ideographic spaces, percent-encoded UTF-8 in the header (§6.3).
+    typed = "\u3000".join("".join(chr(ord(c) + 0x60) if "\u3041" <= c <= "\u3096" else c for c in w)
+                          for w in passphrase.split("-"))
+    r = client.get(f"/api/v1/cases/{number}/status", headers={"X-Kesu-Passphrase": quote(typed)})
+    assert r.status_code == 200
+    wrong = quote(passphrase.replace("-", " ", 1)[:-1])
+    assert client.get(f"/api/v1/cases/{number}/status", headers={"X-Kesu-Passphrase": wrong}).status_code == 401
 
 
 def test_bad_bodies(client, inst):

@@ -390,7 +390,8 @@ export function setupForm(options) {
         const keyResponse = await fetch('/api/v1/key', { credentials: 'omit', cache: 'no-store' });
         const { key_id: keyId, public_key: publicKey } = await keyResponse.json();
         const sealed = await toBase64(await seal(publicKey, bytes));
-        response = await options.send(JSON.stringify({ key_id: keyId, sealed }));
+        // language: the passphrase comes in the language of this page (§6.3).
+        response = await options.send(JSON.stringify({ key_id: keyId, sealed, language: document.documentElement.lang }));
         if (response.status !== 409) break;     // the key changed meanwhile: seal again
       }
       if (response.ok) {

@@ -5,10 +5,12 @@ import { setupForm, setupPage, t } from './intake.js';
 
 const $ = (sel) => document.querySelector(sel);
 
-// The same folding as the server (NFKC, lower case, separators to "-"), so that a
-// passphrase typed on a Japanese keyboard fits in an HTTP header.
+// The same folding as the server (crypto/passphrases.py normalize: NFKC, katakana as
+// hiragana, lower case, separators to "-"); the header carries it percent-encoded (§6.3).
 export function normalizePassphrase(text) {
-  return (text || '').normalize('NFKC').toLowerCase().split(/[^a-z]+/).filter(Boolean).join('-');
+  return (text || '').normalize('NFKC').toLowerCase()
+    .replace(/[\u30a1-\u30f6]/g, (c) => String.fromCharCode(c.charCodeAt(0) - 0x60))
+    .split(/[\s\-_.,・、。/]+/u).filter(Boolean).join('-');
 }
 export function normalizeNumber(text) {
   return (text || '').normalize('NFKC').replace(/\D+/g, '');
@@ -20,7 +22,7 @@ function credentials() {
 
 function api(method, path, body) {
   const { number, passphrase } = credentials();
-  const headers = { 'X-Kesu-Passphrase': passphrase };
+  const headers = { 'X-Kesu-Passphrase': encodeURIComponent(passphrase) };
   if (body) headers['Content-Type'] = 'application/json';
   return fetch(`/api/v1/cases/${encodeURIComponent(number || '0')}${path}`, {
     method, headers, body, credentials: 'omit', cache: 'no-store',
