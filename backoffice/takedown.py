@@ -1,6 +1,9 @@
 """Takedown items: the route to take, the notice to preview and send (or copy into a form),
 marking a form request as sent, and the item's history. Staff see the URL and the category,
 never the victim's details."""
+import email
+import email.policy
+
 from flask import (
     Blueprint,
     abort,
@@ -31,7 +34,8 @@ def route_labels() -> dict:
 
 def status_labels() -> dict:
     return {"ongoing": _("Ongoing"), "requested": _("Requested"), "still_up": _("Still up"),
-            "partly_removed": _("Partly removed"), "removed": _("Removed"), "on_hold": _("On hold")}
+            "partly_removed": _("Partly removed"), "removed": _("Removed"), "on_hold": _("On hold"),
+            "unknown": _("Unknown (see why)")}
 
 
 def prediction_text(prediction: dict | None) -> str:
@@ -157,7 +161,6 @@ def notice_text(takedown_id, notice_id):
             abort(404)
         raw = notify.open_archive(instance, notice)
         audit.record(s, f"staff:{g.staff.id}", "notice_open", f"takedown:{takedown_id}", notice=notice_id)
-    import email
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     return render_template("backoffice/takedown_notice.html", notice=notice, subject=msg["Subject"],
                            body=msg.get_content(), takedown_id=takedown_id)

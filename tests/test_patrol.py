@@ -4,8 +4,6 @@ SQLite. Costs are measured by the sites themselves (responses and bytes they sen
 
 Nothing under test is stood in for: the sites are plain HTTP servers with generated pages and
 images (coloured rectangles), and the only waits are the patrol's own budgets."""
-import socket
-import socketserver
 import threading
 import time
 from datetime import datetime, timedelta
@@ -13,6 +11,7 @@ from datetime import datetime, timedelta
 import patrol_sites
 import pytest
 from conftest import make_instance
+from forward_proxy import ForwardProxy
 from pipeline import register
 from sqlalchemy import select
 
@@ -206,54 +205,12 @@ def test_fill_puts_due_domains_on_the_crawl_queue_by_weight(tmp_path, redis_url)
     assert set(again).isdisjoint(queued) and len(again) == 3      # leased ones are not queued twice
 
 
-class _Proxy(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    """A minimal forward proxy for plain HTTP (absolute-URI requests): it counts what it carries."""
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, host):
-        self.seen = []
-        super().__init__((host, 0), self._Handler)
-
-    class _Handler(socketserver.StreamRequestHandler):
-        def handle(self):
-            line = self.rfile.readline().decode("latin-1")
-            if not line:
-                return
-            method, url, _ = line.split(" ", 2)
-            headers = []
-            while True:
-                h = self.rfile.readline()
-                if h in (b"\r\n", b"\n", b""):
-                    break
-                if not h.lower().startswith((b"proxy-", b"connection")):
-                    headers.append(h)
-            self.server.seen.append(url)
-            if method == "CONNECT" or "://" not in url:     # TLS tunnels: not needed for these sites
-                self.wfile.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
-                return
-            hostport, _, path = url.split("://", 1)[1].partition("/")
-            host, _, port = hostport.partition(":")
-            try:
-                up = socket.create_connection((host, int(port or 80)), timeout=10)
-            except OSError:                                   # a name the closed test network cannot resolve
-                self.wfile.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
-                return
-            with up:
-                up.sendall(f"{method} /{path} HTTP/1.0\r\n".encode() + b"".join(headers) + b"Connection: close\r\n\r\n")
-                while True:
-                    chunk = up.recv(65536)
-                    if not chunk:
-                        break
-                    self.wfile.write(chunk)
-
-
 def test_robots_obeyed_when_set_and_traffic_through_the_proxy(tmp_path, monkeypatch):
     """`patrol_robots = obey` skips what robots.txt disallows (and says so); with `crawl_proxy`
     set, the browser's and the probes' requests all go through the proxy."""
     monkeypatch.setenv("KESU_PATROL_ROBOTS", "obey")
     monkeypatch.setenv("KESU_PATROL_SECONDS", "20")
-    proxy = _Proxy("127.0.0.90")
+    proxy = ForwardProxy("127.0.0.90")
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     sites = patrol_sites.build(2, seed=7000)          # site 1 (the last) disallows everything
     try:

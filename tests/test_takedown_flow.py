@@ -216,8 +216,10 @@ def test_confirmed_match_to_removal(tmp_path, database_url, own_redis, smtp, sit
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert len(smtp.messages) == 2
 
-    # The page is taken down. The scheduled re-check survives a Redis flush (the row is in the DB).
+    # The page and its image are taken down (the page alone is not: test_removed_only_when_every_url...).
+    # The scheduled re-check survives a Redis flush (the row is in the DB).
     site.pages["/v/1"] = (404, b"gone")
+    site.pages["/m/1.jpg"] = (404, b"gone")
     with inst.session() as s:
         s.execute(select(Schedule).where(Schedule.kind == "recheck")).scalar_one().due_at = utcnow() - timedelta(seconds=1)
     assert schedule.run_due(inst) == 1
@@ -267,6 +269,7 @@ def test_confirmed_match_to_removal(tmp_path, database_url, own_redis, smtp, sit
     page = client.get(f"/takedowns/{td}?lang=en").get_data(as_text=True)
     assert "removed" in page
     site.pages["/v/1"] = (200, b'<html><img src="/m/1.jpg"></html>')
+    site.pages["/m/1.jpg"] = (200, media_body)
     seen = []
     recheck.on_reupload(lambda i, t, confirmed: seen.append((t, confirmed)))
     try:
@@ -317,10 +320,44 @@ def test_recheck_outcomes_and_the_next_route(tmp_path, site, monkeypatch):
         assert len(proposals) == 1 and proposals[0].detail == {"route": "host", "after": "site"}
         t.status = "on_hold"                      # staff hold it
     # a check while on hold records what it saw and leaves the hold alone, even when it is gone
-    site.pages["/p"] = (404, b"")
+    site.pages.update({"/p": (404, b""), "/a.jpg": (404, b""), "/b.jpg": (404, b"")})
     assert recheck.run_check(inst, td, fetch=fetch)["outcome"] == "removed"
     with inst.session() as s:
         assert s.get(Takedown, td).status == "on_hold"
+
+
+def test_removed_only_when_every_url_of_the_item_is_gone(tmp_path, site):
+    """The page answers 404 while the image file it showed is still served: still up (the
+    statistics and the evidence would otherwise say "removed"). Both gone: removed. An unknown
+    outcome says why. Re-checks leave through `crawl_proxy`."""
+    from forward_proxy import ForwardProxy
+    proxy = ForwardProxy("127.0.0.91")
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    inst = make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'kesu.db'}", **ORG,
+                         crawl_proxy=f"http://127.0.0.91:{proxy.server_address[1]}")
+    img = b"generated matched media"
+    media = [{"url": site.url + "/img/1.jpg", "key": recheck.media_key(inst.pepper, img)}]
+    site.pages.update({"/v/1": (404, b"gone"), "/img/1.jpg": (200, img)})
+    dom = make_domain(inst, "tube.example")
+    td = make_takedown(inst, make_case(inst), dom, site.url + "/v/1", media=media, route="site", status="requested")
+    try:
+        first = recheck.run_check(inst, td)
+        assert first["outcome"] == "still_up" and first["status"] == "requested"
+        assert "page answers 404" in first["why"] and "still served" in first["why"]
+        assert {site.url + "/v/1", site.url + "/img/1.jpg"} <= set(proxy.seen)      # through the proxy
+        site.pages["/img/1.jpg"] = (404, b"")
+        assert recheck.run_check(inst, td)["outcome"] == "removed"
+        with inst.session() as s:
+            assert s.get(Takedown, td).status == "removed"
+        # the image answering an error: unknown, with the reason
+        site.pages["/img/1.jpg"] = (503, b"")
+        got = recheck.check(site.url + "/v/1", media, inst.pepper, recheck.http_fetcher(allow_private=True))
+        assert got["outcome"] == "unknown" and "media answers 503" in got["why"]
+        # no known media: the page decides, and a refused fetch says why
+        got = recheck.check("http://127.0.0.1:9/p", [], inst.pepper, recheck.http_fetcher(allow_private=True))
+        assert got["outcome"] == "unknown" and got["why"].startswith("page: no answer")
+    finally:
+        proxy.shutdown()
 
 
 def test_form_routes_are_marked_sent_and_smtp_failures_are_safe(tmp_path, smtp):

@@ -39,7 +39,7 @@ from workers.takedown import predict
 
 log = logging.getLogger("kesu.notify")
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 RECIPIENTS = ("site", "host", "registrar", "search_engine", "hotline")
 TWO_DAY_RULE = frozenset({"adult_ncii", "coerced_av", "voyeur"})   # revenge porn act art. 4, AV act art. 16
 SENT_STATES = ("sent", "form")

@@ -1,8 +1,11 @@
 """Follow-up: is it gone yet? Re-check each requested URL until it is, then watch for its return.
 
-Removed means: the page answers 404 or 410 (or 451), or every media we matched on it is gone
-(404/410) or changed (its keyed SHA-256 differs). Some gone, some not: partly removed. A
-network error proves nothing and changes nothing. Past the route's deadline (2 days under the
+Removed means every URL of the item is gone: each media we matched answers 404/410/451 or
+serves other bytes (its keyed SHA-256 differs). A page that answers 404 while the image it
+showed is still served at its own URL is still up. Some gone, some not: partly removed. A
+network error proves nothing and changes nothing, and every outcome carries its reason.
+Re-checks leave through `crawl_proxy` like the crawler, so they never come from the
+organisation's own address when a proxy is set. Past the route's deadline (2 days under the
 revenge porn act art. 4 / AV act art. 16, else 7), a URL still up gets the next route proposed
 (site -> host -> registrar -> hotline -> lawyer) for staff to send in one click.
 
@@ -87,9 +90,11 @@ def _check_address(url: str, allow_private: bool) -> None:
             raise FetchError("refused: private address")
 
 
-def http_fetcher(allow_private: bool = False, timeout: float = 30.0) -> Callable[[str], Response]:
-    """The real fetcher (urllib, redirects followed, private addresses refused unless allowed)."""
-    opener = urllib.request.build_opener(_NoRedirectToPrivate(allow_private))
+def http_fetcher(allow_private: bool = False, timeout: float = 30.0, proxy: str = "") -> Callable[[str], Response]:
+    """The real fetcher (urllib, redirects followed, private addresses refused unless allowed,
+    through `proxy` when one is set)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy, "https": proxy} if proxy else {}),
+                                         _NoRedirectToPrivate(allow_private))
 
     def fetch(url: str) -> Response:
         _check_address(url, allow_private)
@@ -106,49 +111,69 @@ def http_fetcher(allow_private: bool = False, timeout: float = 30.0) -> Callable
     return fetch
 
 
+def _judge(r: Response | None, key: str | None, pepper: bytes) -> str:
+    """One URL of the item: gone (404/410/451, or not the matched bytes any more), up, or unknown."""
+    if r is None:
+        return "unknown"
+    if r.status in GONE:
+        return "gone"
+    if r.status >= 400 or (key and r.truncated):
+        return "unknown"                   # an error, or a file too big to read whole, proves nothing
+    if key and media_key(pepper, r.body) != key:
+        return "gone"                      # changed: not the matched bytes any more
+    return "up"
+
+
 def check(url: str, media: list[dict], pepper: bytes, fetch: Callable[[str], Response]) -> dict:
-    """{"outcome": removed|partly_removed|still_up|unknown, "http": int|None, "media": {...}, "why": str}."""
+    """{"outcome": removed|partly_removed|still_up|unknown, "http": int|None, "media": {...}, "why": str}.
+
+    Removed means every URL of the item is gone: each matched media URL answers 404/410/451 or
+    serves other bytes. A page that answers 404 while the image it showed is still served at its
+    own URL is still up (the notice names that URL too). Without known media, the page decides."""
     try:
-        page = fetch(url)
+        page, page_error = fetch(url), None
     except FetchError as exc:
-        return {"outcome": "unknown", "http": None, "why": f"no answer: {exc}"[:200]}
-    if page.status in GONE:
-        return {"outcome": "removed", "http": page.status, "why": f"page answers {page.status}"}
-    if page.status >= 400:
-        return {"outcome": "unknown", "http": page.status, "why": f"page answers {page.status}"}
+        page, page_error = None, str(exc)
+    http = page.status if page else None
+    page_said = f"page answers {page.status}" if page else f"page: no answer ({page_error})"
     if not media:
-        return {"outcome": "still_up", "http": page.status, "why": "page is up (no media known to compare)"}
-    gone, up, unknown = 0, 0, 0
+        verdict = _judge(page, None, pepper)
+        outcome = {"gone": "removed", "up": "still_up"}.get(verdict, "unknown")
+        why = page_said + ("" if verdict != "up" else " (no media known to compare)")
+        return {"outcome": outcome, "http": http, "why": why[:300]}
+    counts = {"gone": 0, "up": 0, "unknown": 0}
+    reasons = []
     for m in media:
-        if m["url"] == url or m["url"] == page.final_url:
-            r = page
+        if page is not None and m["url"] in (url, page.final_url):
+            r, error = page, None
         else:
             try:
-                r = fetch(m["url"])
-            except FetchError:
-                unknown += 1
-                continue
-        body, status = r.body, r.status
-        if status in GONE:
-            gone += 1
-        elif status >= 400 or (m.get("key") and r.truncated):
-            unknown += 1                   # a file too big to read whole cannot be compared
-        elif m.get("key") and media_key(pepper, body) != m["key"]:
-            gone += 1                      # changed: not the matched bytes any more
-        else:
-            up += 1
-    counts = {"gone": gone, "up": up, "unknown": unknown}
+                r, error = fetch(m["url"]), None
+            except FetchError as exc:
+                r, error = None, str(exc)
+        verdict = _judge(r, m.get("key"), pepper)
+        counts[verdict] += 1
+        if verdict == "unknown":
+            reasons.append(f"media: {error}" if r is None else
+                           f"media answers {r.status}" + (" (too big to compare)" if r.status < 400 else ""))
+    gone, up, unknown = counts["gone"], counts["up"], counts["unknown"]
     if gone and not up and not unknown:
-        return {"outcome": "removed", "http": page.status, "media": counts, "why": "every matched media is gone or changed"}
-    if gone:
-        return {"outcome": "partly_removed", "http": page.status, "media": counts, "why": "some media gone"}
-    if up:
-        return {"outcome": "still_up", "http": page.status, "media": counts, "why": "matched media still served"}
-    return {"outcome": "unknown", "http": page.status, "media": counts, "why": "media did not answer"}
+        outcome, why = "removed", "every matched media is gone or changed"
+    elif gone:
+        outcome, why = "partly_removed", f"{gone} of {len(media)} media gone"
+    elif up:
+        outcome, why = "still_up", "matched media still served"
+    else:
+        outcome, why = "unknown", "media did not answer"
+    if page is None and outcome != "still_up":
+        outcome = "unknown"                # a page that did not answer proves nothing either way
+    why = f"{page_said}; {why}" + (f"; {reasons[0]}" if reasons else "")
+    return {"outcome": outcome, "http": http, "media": counts, "why": why[:300]}
 
 
 def _fetcher_for(instance):
-    return http_fetcher(allow_private=instance.settings.crawl_allow_private)
+    settings = instance.settings
+    return http_fetcher(allow_private=settings.crawl_allow_private, proxy=settings.crawl_proxy)
 
 
 def _set_schedule(session, kind: str, takedown_id: int, due_at, every_s: int | None) -> None:
