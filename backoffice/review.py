@@ -29,6 +29,7 @@ from sqlalchemy import func, select
 from backoffice import current_instance, login_required
 from crypto.sealing import unseal
 from store import audit
+from store.cases import mark_found
 from store.models import Capture, Case, Domain, Match, Media, Review, Takedown, utcnow
 from workers.matching.confidence import FLAG_AT
 
@@ -212,9 +213,7 @@ def decide(instance, actor: str, staff_id: int | None, pairs: list[tuple[int, in
                 td.media = [*(td.media or []), entry]
                 td.updated_at = utcnow()
             takedowns.append(td.id)
-            case = s.get(Case, case_id)
-            if case is not None and case.status in ("received", "searching", "found"):
-                case.status = "found"
+            mark_found(s, case_id)
     return {"changed": changed, "takedowns": sorted(set(takedowns))}
 
 

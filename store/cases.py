@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from crypto import envelope, passphrases
 
 from .models import Case, Item, Signal, Submission, Takedown, today
-from .vocabulary import REMOVED_STATUSES, REQUESTED_STATUSES
+from .vocabulary import CASE_NOT_YET_FOUND, REMOVED_STATUSES, REQUESTED_STATUSES
 
 log = logging.getLogger("kesu.cases")
 
@@ -136,6 +136,24 @@ def status(instance, case_id: int) -> dict | None:
             "items": [{"item": i, "kind": k} for i, k in items],
             "pending": int(pending or 0),
         }
+
+
+def live_cases(session, case_ids) -> set[int]:
+    """Those of `case_ids` that exist and are not withdrawn (what a match may be recorded for)."""
+    if not case_ids:
+        return set()
+    return set(session.execute(select(Case.id).where(Case.id.in_(set(case_ids)),
+                                                     Case.status != "withdrawn")).scalars())
+
+
+def mark_found(session, case_id: int) -> bool:
+    """The one way a case becomes "found": only from CASE_NOT_YET_FOUND (a case already
+    requested or removed keeps its status). True when it moved."""
+    case = session.get(Case, case_id)
+    if case is None or case.status not in CASE_NOT_YET_FOUND:
+        return False
+    case.status = "found"
+    return True
 
 
 def delete_item(instance, case_id: int, item: str) -> bool:

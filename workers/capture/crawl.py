@@ -36,9 +36,10 @@ from sqlalchemy import select
 from crypto import envelope
 from crypto.sealing import seal, unb64, unseal
 from store import audit
-from store.models import MATCH_EVIDENCE_KEYS, Capture, Case, CrawlJob, Match, Media, utcnow
+from store.models import Capture, Case, CrawlJob, Match, Media, utcnow
 from workers.capture import evidence as ev
 from workers.capture import page as cap
+from workers.matching.record import record
 
 log = logging.getLogger("kesu.crawl")
 
@@ -387,7 +388,6 @@ def write_page(instance, keys: Keys, job_id, case_id, operator, result, links, m
         if capture_id is None:
             s.add(row)
         s.flush()
-        seen_pairs = set()
         for m, sig, ms in found:
             media = Media(capture_id=row.id, url=m["url"],
                           sha256_key=envelope.keyed_name(instance.pepper, bytes.fromhex(m["sha256"])),
@@ -396,24 +396,12 @@ def write_page(instance, keys: Keys, job_id, case_id, operator, result, links, m
                           blob=kept_media.get(m["sha256"]))
             s.add(media)
             s.flush()
-            for x in ms:
-                pair = (int(x["case"]), media.id, x["kind"])
-                if pair in seen_pairs:
-                    continue
-                seen_pairs.add(pair)
-                s.add(Match(case_id=int(x["case"]), media_id=media.id, kind=x["kind"],
-                            distance=float(x.get("distance", 0)), confidence=float(x.get("confidence", 0)),
-                            evidence={k: x[k] for k in MATCH_EVIDENCE_KEYS if k in x}))
-                n_matches += 1
+            n_matches += len(record(s, media, ms))
         if matched:
             # chain of custody: who captured what, when; the manifest's hash, never content
             audit.record(s, (f"crawler:{operator}" if operator else "crawler")[:100], "evidence.capture",
                          f"capture:{row.id}", job=job_id, metadata_only=minor,
                          manifest_sha256=evidence["artifacts"][ev.MANIFEST]["sha256"])
-        for cid in case_ids:
-            case = s.get(Case, cid)
-            if case is not None and case.status in ("received", "searching"):
-                case.status = "found"
     return {"capture_id": row.id, "matches": n_matches}
 
 

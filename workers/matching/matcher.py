@@ -28,9 +28,10 @@ from urllib.parse import urlsplit
 from sqlalchemy import func, select
 
 from crypto.sealing import unseal
-from store.models import MATCH_EVIDENCE_KEYS, Case, Match, Media, Signal
+from store.models import Case, Match, Media, Signal
 from workers.matching.confidence import FLAG_AT, Model, calibration, domain_logit, features, fit
 from workers.matching.index import Index
+from workers.matching.record import record
 from workers.system import context
 
 log = logging.getLogger("kesu.match")
@@ -211,41 +212,17 @@ def match_media(instance, media_signals: dict, url: str = "") -> list[dict]:
 
 
 def record_matches(instance, media_id: int, candidates: list[dict]) -> list[int]:
-    """Upsert Match rows for a media (idempotent: one row per case, media, kind). Returns ids.
-
-    A retried job updates distance, confidence and evidence of the rows it finds and never
-    touches a staff decision (state)."""
-    ids = []
+    """Score what is not scored yet and record it through the one writer (workers.matching.record).
+    Idempotent: one row per case, media, kind; a staff decision (state) is never touched."""
     if not candidates:
-        return ids
+        return []
     with instance.session() as s:
         media = s.get(Media, media_id)
         if media is None:
-            return ids
-        live = set(s.execute(select(Case.id).where(Case.id.in_({int(c["case"]) for c in candidates}),
-                                                   Case.status != "withdrawn")).scalars())
+            return []
         if any("confidence" not in c for c in candidates):
             candidates = score(instance, [dict(c) for c in candidates], media.url, _domain_history(s))
-        for c in candidates:
-            case_id = int(c["case"])
-            if case_id not in live:
-                continue
-            evidence = {k: c[k] for k in MATCH_EVIDENCE_KEYS if k in c}
-            row = s.execute(select(Match).where(Match.case_id == case_id, Match.media_id == media_id,
-                                                Match.kind == c["kind"])).scalars().first()
-            if row is None:
-                row = Match(case_id=case_id, media_id=media_id, kind=c["kind"], state="new")
-                s.add(row)
-            row.distance = float(c["distance"])
-            row.confidence = float(c["confidence"])
-            row.evidence = evidence
-            s.flush()
-            ids.append(row.id)
-        for case_id in {int(c["case"]) for c in candidates} & live:
-            case = s.get(Case, case_id)
-            if case is not None and case.status in ("received", "searching"):
-                case.status = "found"
-    return ids
+        return record(s, media, candidates)
 
 
 def match_stored_media(instance, media_id: int) -> list[int]:
