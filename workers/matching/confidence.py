@@ -26,7 +26,7 @@ import numpy as np
 
 FLAG_AT = 0.95
 PDQ_SCALE = 32.0          # PDQ distance in bits; 31 is the threshold
-FACE_SCALE = 0.45         # workers.matching.index.FACE_THRESHOLD
+FACE_SCALE = 0.52         # workers.matching.index.FACE_THRESHOLD
 
 FEATURES = ("bias", "exact", "pdq_has", "pdq_sim", "vpdq_share", "face_has", "face_sim", "faces_log", "domain")
 PRIOR = np.array([-3.0, 8.0, 3.0, 4.5, 7.0, 1.0, 2.0, 0.8, 1.0])
