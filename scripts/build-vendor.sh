@@ -26,6 +26,15 @@ grep -q '"./libsodium.mjs"' "$out.tmp/libsodium/libsodium-wrappers.mjs"
 # hash-wasm (streamed SHA-256 / MD5 of large files).
 mkdir -p "$out.tmp/hash-wasm"
 cp $nm/hash-wasm/dist/index.esm.min.js "$out.tmp/hash-wasm/hash-wasm.mjs"
+
+# qrcode-generator: the receipt's QR code, drawn in her browser (the server never renders a
+# page holding her passphrase).
+if [ -d $nm/qrcode-generator ]; then
+  mkdir -p "$out.tmp/qrcode-generator"
+  cp $nm/qrcode-generator/dist/qrcode.mjs $nm/qrcode-generator/dist/qrcode_UTF8.mjs "$out.tmp/qrcode-generator/"
+else
+  echo "build-vendor: qrcode-generator is not installed; the receipt offers no QR code" >&2
+fi
 rm -rf "$out" && mv "$out.tmp" "$out"
 
 # Chart.js: the back office's charts, served by the back office only.

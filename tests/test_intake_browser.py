@@ -20,6 +20,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 from sqlalchemy import func, select
 
+from crypto import passphrases
 from crypto.sealing import unseal
 from store.models import AuditEntry, Case, Item, Signal, Submission
 from workers.jobs import JOBS
@@ -115,7 +116,8 @@ def test_full_flow(portal, media, browser):
     wait_for(d, "document.querySelector('#case-number').textContent.length > 0", 60)
     number = d.find_element(By.ID, "case-number").text
     passphrase = d.find_element(By.ID, "passphrase").text
-    assert re.fullmatch(r"\d{12}", number) and len(passphrase.split("-")) == 8
+    assert re.fullmatch(r"\d{12}", number) and len(passphrase.split("-")) == passphrases.word_count("en")
+    assert passphrase.isascii()                  # an English page: English words
     screenshot(d, "registered-en.png")
     assert run_axe(d) == []
     # Files and signals are gone from the page once sent.
@@ -207,7 +209,8 @@ def test_full_flow(portal, media, browser):
     opened = []
     for body in bodies:
         sent = json.loads(body)
-        assert set(sent) == {"key_id", "sealed"}, sorted(sent)       # nothing beside the sealed box
+        # nothing beside the sealed box but the page's language (for the passphrase's words, §6.3)
+        assert set(sent) <= {"key_id", "sealed", "language"} and sent.get("language") in (None, "en"), sorted(sent)
         text = body.decode("utf-8", "replace")
         for value in secrets_:
             assert value not in text, "a plaintext signal was sent"

@@ -1,13 +1,22 @@
-"""Plumbing both Flask apps share: security headers, language, logs without IPs.
+"""Plumbing both Flask apps share: security headers, caching, compression, language, logs without IPs.
 
 Kept apart from intake/ and backoffice/ so that neither app imports the other.
 Imports nothing of ours.
+
+Static files are served under a versioned path, /static/<version>/... (the version is a
+hash of every static file), and cached for a year: a phone on mobile data fetches the
+scripts and the face tool once, and a changed file gets a new URL. ES modules and the
+workers import each other by relative URL, so they stay inside the same version. Pages
+and the API stay `no-store`. Text is compressed (brotli or gzip, Flask-Compress); the JSON
+API is not, so no secret is ever compressed beside something an attacker sent.
 """
+import hashlib
 import logging
 from pathlib import Path
 
 from flask import Blueprint, Flask, g, request
 from flask_babel import Babel
+from flask_compress import Compress
 
 from store.vocabulary import LANGUAGES
 
@@ -24,19 +33,47 @@ class _App(Flask):
         self.logger.error("Exception on %s [%s]", rule, request.method, exc_info=exc_info)
 
 
+SHARED_STATIC = Path(__file__).with_name("static")
+STATIC_ENDPOINTS = ("static", "shared.static")          # versioned: cached for a year
+COMPRESSED = ["text/html", "text/css", "text/javascript", "application/javascript", "application/wasm",
+              "image/svg+xml", "text/plain"]
+
+
+def asset_version(*folders: Path) -> str:
+    """A short hash of every file (path, size, modification time) under the folders."""
+    digest = hashlib.sha256()
+    for folder in folders:
+        if not folder or not Path(folder).is_dir():
+            continue
+        for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+            st = path.stat()
+            digest.update(f"{path.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:12]
+
+
 def make_app(name: str, static_folder: Path | None = None, wasm: bool = False) -> Flask:
+    version = asset_version(static_folder, SHARED_STATIC)
     app = _App(name, template_folder=str(TEMPLATES),
                 static_folder=str(static_folder) if static_folder else None,
-                static_url_path="/static")
+                static_url_path=f"/static/{version}")
     app.config.update(
         BABEL_TRANSLATION_DIRECTORIES=str(TRANSLATIONS),
         BABEL_DEFAULT_LOCALE="en",
         JSON_AS_ASCII=False,
         SEND_FILE_MAX_AGE_DEFAULT=0,
+        KESU_ASSET_VERSION=version,
+        COMPRESS_MIMETYPES=COMPRESSED,
+        COMPRESS_ALGORITHM=["br", "gzip"],
+        COMPRESS_ALGORITHM_STREAMING=["br", "deflate"],   # files stream; gzip cannot
+        COMPRESS_BR_LEVEL=5,
     )
     Babel(app, locale_selector=select_language)
+    Compress(app)
     # The stylesheet both apps share, served by each from its own origin under /shared/.
-    app.register_blueprint(Blueprint("shared", __name__, static_folder="static", static_url_path="/shared"))
+    app.register_blueprint(Blueprint("shared", __name__, static_folder="static", static_url_path=f"/shared/{version}"))
+    if static_folder:
+        # The same files at their plain paths (old links, test harnesses), revalidated each time.
+        app.add_url_rule("/static/<path:filename>", "static_plain", app.send_static_file)
     app.jinja_env.globals["current_language"] = current_language
     _security_headers(app, wasm)
     _quiet_logs()
@@ -69,8 +106,13 @@ def _security_headers(app: Flask, wasm: bool) -> None:
     @app.after_request
     def headers(response):
         response.headers["Content-Security-Policy"] = csp
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["Pragma"] = "no-cache"
+        if request.endpoint in STATIC_ENDPOINTS and response.status_code in (200, 304):
+            response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        elif request.endpoint == "static_plain" and response.status_code in (200, 304):
+            response.headers["Cache-Control"] = "no-cache"
+        else:
+            response.headers["Cache-Control"] = "no-store"
+            response.headers["Pragma"] = "no-cache"
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"
