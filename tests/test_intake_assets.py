@@ -1,7 +1,6 @@
 """Fast, honest downloads: static files under a versioned path, cached for a year and
 compressed; pages and the API never cached, and the API never compressed."""
 import re
-
 import zlib
 
 import brotli
