@@ -1,9 +1,14 @@
 """workers.capture.evidence: WARC/WACZ of a real capture, signed manifest, and `kesu evidence verify`."""
+import dataclasses
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
+import tempfile
+import zipfile
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -224,3 +229,52 @@ def test_partial_verification_of_attached_files(result, keys):
     bad = bytearray(files["capture.wacz"])
     bad[100] ^= 0x01
     assert not ev.verify_files({**files, "capture.wacz": bytes(bad)}, keys.verify_key, partial=True)["ok"]
+
+
+_OPENS: list | None = None
+
+
+def _watch_opens(event, args):
+    """An audit hook (it cannot be removed, so it records only while a test asks it to)."""
+    if _OPENS is not None and event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
+        path, mode, flags = os.fsdecode(args[0]), args[1], args[2]
+        writes = any(c in mode for c in "wax+") if isinstance(mode, str) else \
+            bool((flags or 0) & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+        _OPENS.append((path, os.path.realpath(path), writes))
+
+
+sys.addaudithook(_watch_opens)
+
+
+def test_wacz_is_built_without_plaintext_on_disk(result, tmp_path, monkeypatch):
+    """Issue 14 item 9: the WARC, page list and WACZ are never written to a disk file, even with
+    a body large enough that warcio (512 KiB) and cdxj-indexer (64 KiB) spill their buffers, and
+    a killed worker leaves nothing behind in TMPDIR (an empty folder we inspect)."""
+    global _OPENS
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    monkeypatch.setenv("TMPDIR", str(spool))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    assert tempfile.gettempdir() == str(spool)          # (probes the folder before we watch)
+    big = os.urandom(700 * 1024)
+    first = result.exchanges[0]
+    result = dataclasses.replace(result, exchanges=[*result.exchanges, dataclasses.replace(
+        first, request_id="big", url=first.url.rsplit("/", 1)[0] + "/big.jpg", mime="image/jpeg",
+        headers={"Content-Type": "image/jpeg"}, body=big)])
+    _OPENS = []
+    try:
+        warc = ev.build_warc(result)
+        wacz = ev.build_wacz(warc, result)
+    finally:
+        opened, _OPENS = _OPENS, None
+    assert ev.wacz_internal_problems(wacz) == []
+    with zipfile.ZipFile(io.BytesIO(wacz)) as z:
+        bodies = [r.content_stream().read() for r in ArchiveIterator(io.BytesIO(z.read("archive/capture.warc.gz")))
+                  if r.rec_type == "response"]
+    assert big in bodies
+    on_disk = [(path, real) for path, real, writes in opened
+               if writes and not real.startswith(("/proc/", "/memfd:", "/dev/shm/"))]
+    assert on_disk == [], f"plaintext written to disk files: {on_disk}"
+    assert any(real.startswith("/proc/") or "memfd:" in real for _, real, _ in opened)
+    assert [p for p in spool.rglob("*")] == []
+    assert not any(p.name.startswith("kesu-wacz-") for p in Path("/dev/shm").iterdir())

@@ -17,9 +17,11 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import platform
 import secrets
 import tempfile
+import threading
 import urllib.request
 import zipfile
 from datetime import datetime, timezone
@@ -81,13 +83,24 @@ def _header_list(headers: dict) -> list[tuple[str, str]]:
     return out
 
 
+def _memory_warc_writer():
+    from warcio.warcwriter import WARCWriter
+
+    class MemoryWARCWriter(WARCWriter):
+        """warcio buffers a body it digests in a SpooledTemporaryFile (to disk over 512 KiB):
+        here, in memory."""
+        @staticmethod
+        def _create_temp_file():
+            return io.BytesIO()
+    return MemoryWARCWriter
+
+
 def build_warc(result) -> bytes:
     """Every exchange the capture recorded as WARC request/response records (gzip)."""
     from warcio.statusandheaders import StatusAndHeaders
     from warcio.timeutils import datetime_to_iso_date
-    from warcio.warcwriter import WARCWriter
     buf = io.BytesIO()
-    writer = WARCWriter(buf, gzip=True, warc_version="WARC/1.1")
+    writer = _memory_warc_writer()(buf, gzip=True, warc_version="WARC/1.1")
     versions = tool_versions()
     writer.write_record(writer.create_warcinfo_record("capture.warc.gz", {
         "software": f"kesu {versions['kesu']} (warcio {versions['warcio']}); {result.browser}",
@@ -129,26 +142,76 @@ def build_warc(result) -> bytes:
     return buf.getvalue()
 
 
+MEMORY_FS = Path("/dev/shm")
+_spool_lock = threading.Lock()
+
+
+def _memory_fs() -> Path:
+    """A RAM-backed folder (tmpfs) for what libraries spill to temporary files, or an error."""
+    try:
+        mounts = Path("/proc/mounts").read_text()
+    except OSError:
+        mounts = ""
+    if not any(line.split()[1:3] == [str(MEMORY_FS), "tmpfs"] for line in mounts.splitlines() if line.strip()):
+        raise EvidenceError(f"no tmpfs at {MEMORY_FS}: kesu will not spool evidence to a disk in clear")
+    return MEMORY_FS
+
+
+@contextlib.contextmanager
+def _memory_files(names: dict[str, bytes]):
+    """Files the wacz tool can open by name whose bytes never reach a disk.
+
+    Each is an anonymous memory file (Linux memfd), reached through a symlink of the wanted
+    name in a private folder; should the worker be killed, the memory goes with the process
+    and what is left is dangling links. What warcio and cdxj-indexer spill from their
+    SpooledTemporaryFile buffers (bodies over 64 KiB) goes, for the duration, to the same
+    private folder on tmpfs (RAM), as unlinked temporary files. Yields {name: path}."""
+    if not hasattr(os, "memfd_create"):
+        raise EvidenceError("building a WACZ in memory needs Linux memfd_create")
+    fds: list[int] = []
+    with _spool_lock, tempfile.TemporaryDirectory(prefix="kesu-wacz-", dir=_memory_fs()) as tmp:
+        saved, tempfile.tempdir = tempfile.tempdir, tmp
+        try:
+            paths = {}
+            for name, data in names.items():
+                fd = os.memfd_create(f"kesu-{name}", os.MFD_CLOEXEC)
+                fds.append(fd)
+                with open(fd, "wb", closefd=False) as fh:
+                    fh.write(data)
+                link = Path(tmp) / name
+                os.symlink(f"/proc/{os.getpid()}/fd/{fd}", link)
+                paths[name] = link
+            yield paths
+        finally:
+            tempfile.tempdir = saved
+            for fd in fds:
+                os.close(fd)
+
+
+def _read_memory_file(link: Path) -> bytes:
+    with open(link, "rb") as fh:
+        return fh.read()
+
+
 def build_wacz(warc: bytes, result) -> bytes:
-    """Package the WARC as WACZ 1.1.1 (index, page list, datapackage with SHA-256 of each file)."""
+    """Package the WARC as WACZ 1.1.1 (index, page list, datapackage with SHA-256 of each file),
+    in memory: the plaintext WARC, page list and WACZ never touch the disk (`_memory_files`)."""
     from wacz.main import main as wacz_main
-    with tempfile.TemporaryDirectory(prefix="kesu-wacz-") as tmp:
-        tmp = Path(tmp)
-        warc_path = tmp / "capture.warc.gz"
-        warc_path.write_bytes(warc)
-        pages = tmp / "pages.jsonl"
-        page = {"url": result.final_url or result.url, "ts": iso(result.captured_at),
-                "title": (result.final_url or result.url)[:200]}
-        pages.write_text(json.dumps({"format": "json-pages-1.0", "id": "pages", "title": "Pages"}) + "\n"
-                         + json.dumps(page) + "\n", "utf-8")
-        out = tmp / "capture.wacz"
+    page = {"url": result.final_url or result.url, "ts": iso(result.captured_at),
+            "title": (result.final_url or result.url)[:200]}
+    pages = (json.dumps({"format": "json-pages-1.0", "id": "pages", "title": "Pages"}) + "\n"
+             + json.dumps(page) + "\n").encode("utf-8")
+    files = {"capture.warc.gz": warc, "pages.jsonl": pages, "capture.wacz": b""}
+    with _memory_files(files) as paths:
         sink = io.StringIO()
         with contextlib.redirect_stdout(sink):      # the wacz tool prints; our stdout is the JSON report
-            rc = wacz_main(["create", "-o", str(out), str(warc_path), "-p", str(pages), "--hash-type", "sha256",
+            rc = wacz_main(["create", "-o", str(paths["capture.wacz"]), str(paths["capture.warc.gz"]),
+                            "-p", str(paths["pages.jsonl"]), "--hash-type", "sha256",
                             "--title", "kesu capture", "--url", page["url"]])
-        if rc not in (0, None) or not out.exists():
+        out = _read_memory_file(paths["capture.wacz"])
+        if rc not in (0, None) or not out:
             raise EvidenceError(f"wacz create failed: {sink.getvalue()[-500:]}")
-        return out.read_bytes()
+        return out
 
 
 def validate_wacz(path) -> tuple[bool, str]:
