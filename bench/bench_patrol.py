@@ -11,7 +11,7 @@ with pagination, generated images), then, in one process with one Chromium:
                       nothing captured): the baseline, measured in the same run
 
 and prints pages per hour per worker, the ratio patrol / bare Chromium, and the workers needed
-for 17,000 domains at the default budgets (workers.capture.patrol.DEFAULTS), with the formula:
+for 17,000 domains at the default budgets (store/config.py), with the formula:
 
   worst case (every page of every domain new each run):
       workers = domains x pages_per_run x runs_per_day / (pages_per_hour x 24)
@@ -86,9 +86,10 @@ def main(n_sites: int = 12, changed: float = 0.1) -> int:
     bare_pph = len(urls) / bare_s * 3600
     sec_per_page = first_s / pages
     unchanged_run = second_s / n_sites
-    d = P.DEFAULTS
-    runs_per_day = 86400 / d["patrol_every_s"]
-    worst = P.workers_needed(DOMAINS, d["patrol_pages"], runs_per_day, pph)
+    from store.config import Settings
+    defaults = Settings(instance=Path("."))               # the instance defaults (store/config.py)
+    runs_per_day = 86400 / defaults.patrol_every_s
+    worst = P.workers_needed(DOMAINS, defaults.patrol_pages, runs_per_day, pph)
     changed_pages = pages / n_sites                  # a changed run: the listing pages of one site
     incremental = DOMAINS * runs_per_day * (changed * changed_pages * sec_per_page
                                             + (1 - changed) * unchanged_run) / 86400

@@ -100,6 +100,7 @@ def run_all(read_passphrase):
         return p
 
     stopping = False
+    redis_proc = None
 
     def stop(*_):
         nonlocal stopping
@@ -107,15 +108,19 @@ def run_all(read_passphrase):
             return
         stopping = True
         click.echo("\nkesu: stopping…", err=True)
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.terminate()
-        deadline = time.monotonic() + 15
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
+        # Redis goes last: workers and the scheduler finish their work with a queue still there,
+        # instead of printing connection tracebacks.
+        first = [p for p in procs if p is not redis_proc]
+        for group in (first, [redis_proc] if redis_proc else []):
+            for p in reversed(group):
+                if p.poll() is None:
+                    p.terminate()
+            deadline = time.monotonic() + 15
+            for p in group:
+                try:
+                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    p.kill()
         if not settings.redis_url:
             settings.redis_socket.unlink(missing_ok=True)
         click.echo("kesu: stopped", err=True)
@@ -123,7 +128,8 @@ def run_all(read_passphrase):
     signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
     try:
         if not settings.redis_url:
-            procs.append(_start_redis(settings))
+            redis_proc = _start_redis(settings)
+            procs.append(redis_proc)
             _wait_for(lambda: settings.redis_socket.exists(), 20, "redis-server", procs)
             env["KESU_REDIS_URL"] = f"unix://{settings.redis_socket}"
         spawn(["worker", "--queues", "match"], True)

@@ -86,6 +86,7 @@ def test_run_serves_both_apps_and_stops_cleanly(env):
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
         assert "stopped" in out
+        assert "Traceback" not in out and "Error" not in out, out     # Redis stops after the workers
         assert wait_until(lambda: not any(_alive(c) for c in children), 15)
         assert not _up(intake) and not _up(office)
         assert not (Path(env["KESU_INSTANCE"]) / "redis.sock").exists()

@@ -315,3 +315,59 @@ def test_daily_page_budget_stops_a_run(tmp_path):
         assert sites[0].count.pages == 1                  # the listing's second page was not fetched
     finally:
         sites.stop()
+
+
+def _browsers_of(instance_dir) -> list[str]:
+    """Chromium and chromedriver processes started for this instance, wherever they were
+    reparented: they inherit KESU_INSTANCE, so their environment names the test's folder."""
+    import os
+    mark = f"KESU_INSTANCE={instance_dir}".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                if mark not in fh.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{pid}/comm") as fh:
+                name = fh.read().strip()
+        except OSError:
+            continue
+        if "chrom" in name:
+            found.append(f"{pid}:{name}")
+    return found
+
+
+def test_three_patrol_jobs_in_a_forking_worker_leave_no_browser_behind(tmp_path, redis_url):
+    """The `patrol` job run three times by a real `kesu worker` (RQ forks a work horse per job):
+    each run closes its own Chromium and chromedriver, so none is left once the worker is done."""
+    import re
+
+    import redis as redis_lib
+    from conftest import TEST_PASSPHRASE, kesu_cli
+
+    from workers import jobs
+    url = re.sub(r"/\d+$", "", redis_url) + "/12"
+    redis_lib.Redis.from_url(url).flushdb()
+    sites = patrol_sites.build(1, seed=7100)
+    folder = tmp_path / "inst"
+    try:
+        inst = make_instance(folder, f"sqlite:///{folder / 'kesu.db'}", **FAST, redis_url=url)
+        with inst.session() as s:
+            d = Domain(domain=sites[0].domain, patrol_seeds=[sites[0].base + "/new"])
+            s.add(d)
+            s.flush()
+            domain_id = d.id
+        for n in range(3):
+            assert jobs.enqueue(inst.settings, "patrol", str(domain_id), job_id=f"patrol-{domain_id}-{n}")
+        env = {"KESU_INSTANCE": str(folder), "KESU_DATABASE_URL": inst.settings.database_url, "KESU_REDIS_URL": url,
+               "KESU_KEY_PASSPHRASE": TEST_PASSPHRASE, "KESU_CRAWL_ALLOW_PRIVATE": "1", "KESU_CRAWL_FACES": "0",
+               "KESU_PATROL_SECONDS": "20", "KESU_CRAWL_DELAY": "0.05"}
+        ran = kesu_cli("worker", "--queues", "crawl", "--burst", env=env, timeout=300)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        with inst.session() as s:
+            runs = s.execute(select(PatrolRun).where(PatrolRun.domain_id == domain_id)).scalars().all()
+            assert len(runs) == 3 and all(r.status == "ok" for r in runs), [(r.status, r.detail) for r in runs]
+        assert _browsers_of(folder) == []
+    finally:
+        sites.stop()
+        redis_lib.Redis.from_url(url).flushdb()

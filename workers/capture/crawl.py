@@ -239,11 +239,8 @@ def crawl(instance, job_id: int, progress=None, matcher=None, driver=None) -> di
             pass
         raise
     finally:
-        if own and driver is not None:
-            try:
-                driver.quit()
-            except Exception:
-                pass
+        if own:
+            close_browser(driver)
 
 
 def driver_alive(driver) -> bool:
@@ -261,11 +258,14 @@ def start_browser(settings):
     return cap.open_browser(cap.Limits.from_settings(settings), extra_args=extra)
 
 
+def close_browser(driver) -> None:
+    """Quit a browser from start_browser and everything it started (nothing is left behind)."""
+    from workers.capture.chromium import close_driver
+    close_driver(driver)
+
+
 def restart_browser(driver, settings):
-    try:
-        driver.quit()
-    except Exception:
-        pass
+    close_browser(driver)
     return start_browser(settings)
 
 
