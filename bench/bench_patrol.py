@@ -88,8 +88,9 @@ def main(n_sites: int = 12, changed: float = 0.1) -> int:
     unchanged_run = second_s / n_sites
     from store.config import Settings
     defaults = Settings(instance=Path("."))               # the instance defaults (store/config.py)
-    runs_per_day = 86400 / defaults.patrol_every_s
-    worst = P.workers_needed(DOMAINS, defaults.patrol_pages, runs_per_day, pph)
+    d = {name: getattr(defaults, name) for name in ("patrol_pages", "patrol_every_s", "patrol_pages_day")}
+    runs_per_day = 86400 / d["patrol_every_s"]
+    worst = P.workers_needed(DOMAINS, d["patrol_pages"], runs_per_day, pph)
     changed_pages = pages / n_sites                  # a changed run: the listing pages of one site
     incremental = DOMAINS * runs_per_day * (changed * changed_pages * sec_per_page
                                             + (1 - changed) * unchanged_run) / 86400
