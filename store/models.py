@@ -172,7 +172,7 @@ class Media(Base):
 # What a Match row keeps of the matcher's candidate: item ids, variants, shares and a video's
 # second, never a signal (crawler and matcher both write rows).
 MATCH_EVIDENCE_KEYS = ("item", "variant", "query_variant", "query_share", "target_share", "faces_agreeing",
-                       "query_faces", "second")
+                       "query_faces", "second", "face_closer", "cohort")
 
 
 class Match(Base):

@@ -353,3 +353,55 @@ def test_confidence_retrains_from_decisions_and_is_calibrated():
     # A few decisions barely move the prior (MAP with a Gaussian prior on the weights).
     few = confidence.fit(X[:3], y[:3])
     assert np.abs(few.weights - confidence.PRIOR).max() < 1.5
+
+
+def _at(centre: np.ndarray, r: float, rng=RNG) -> np.ndarray:
+    u = rng.normal(0, 1, 128)
+    return (centre + r * u / np.linalg.norm(u)).astype(np.float32)
+
+
+def test_face_cohort_ranks_a_face_that_resembles_many_strangers_below_a_distinctive_one():
+    distinctive, common = RNG.normal(0, 0.09, (2, 128)).astype(np.float32)
+    idx = Index()
+    idx.add_case(1, [{"type": "face", "descriptor": distinctive.tolist(), "item": "s1"}])
+    idx.add_case(2, [{"type": "face", "descriptor": common.tolist(), "item": "s1"}])
+    near_her = _at(distinctive, 0.45)
+    # Before the crawl has seen enough faces there is no rank, only the distance.
+    got = idx.query({"faces": [{"descriptor": near_her.tolist()}]}, observe=False)
+    assert [c["case"] for c in got] == [1] and "face_closer" not in got[0]
+    # The crawl: strangers far from everyone, and a crowd of look-alikes around the common face.
+    strangers = RNG.normal(0, 0.09, (1500, 128)).astype(np.float32)
+    crowd = np.stack([_at(common, r) for r in RNG.uniform(0.40, 0.60, 300)])
+    for batch in np.array_split(np.concatenate([strangers, crowd]), 30):
+        idx.query({"faces": [{"descriptor": v.tolist()} for v in batch]})
+    assert len(idx.cohort) == 1800
+    idx.query({"faces": [{"descriptor": strangers[0].tolist()}]})      # seen before: counted once
+    assert len(idx.cohort) == 1800
+
+    hers = idx.query({"faces": [{"descriptor": near_her.tolist()}]}, observe=False)
+    lookalike = idx.query({"faces": [{"descriptor": _at(common, 0.45).tolist()}]}, observe=False)
+    assert [c["case"] for c in hers] == [1] and [c["case"] for c in lookalike] == [2]
+    h, l = hers[0], lookalike[0]
+    assert h["cohort"] == l["cohort"] == 1800
+    assert h["face_closer"] == 1.0                        # no crawled face is that close to her
+    expected = 1 - np.mean(np.linalg.norm(np.concatenate([strangers, crowd]) - common, axis=1) < l["distance"] - 1e-4)
+    # (each registered face's ranks are cached until the cohort changes by 2 %)
+    assert l["face_closer"] == pytest.approx(expected, abs=0.02) and l["face_closer"] < 0.98
+    m = confidence.Model()
+    assert m.confidence([h]) > m.confidence([l])
+    assert confidence.face_rarity(h) > confidence.face_rarity(l) > 0
+    assert m.confidence([h]) < confidence.FLAG_AT           # a face alone still asks a human
+
+    # A withdrawn case leaves no cached rank behind; the cohort keeps its faces (crawled, not hers).
+    idx.remove_case(2)
+    assert idx.query({"faces": [{"descriptor": _at(common, 0.3).tolist()}]}, observe=False) == []
+
+
+def test_face_cohort_is_a_bounded_uniform_sample():
+    cohort = index_module.FaceCohort(max_size=500)
+    data = RNG.normal(0, 0.09, (5000, 128)).astype(np.float32)
+    data[:2500, 0] += 10.0                                     # first half marked
+    assert cohort.add(data) == 5000 and cohort.add(data[:10]) == 0
+    assert len(cohort) == 500
+    kept_first_half = np.mean(cohort.vectors()[:, 0] > 5)
+    assert 0.4 < kept_first_half < 0.6                        # not just the first 500 seen

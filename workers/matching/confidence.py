@@ -28,8 +28,11 @@ FLAG_AT = 0.95
 PDQ_SCALE = 32.0          # PDQ distance in bits; 31 is the threshold
 FACE_SCALE = 0.52         # workers.matching.index.FACE_THRESHOLD
 
-FEATURES = ("bias", "exact", "pdq_has", "pdq_sim", "vpdq_share", "face_has", "face_sim", "faces_log", "domain")
-PRIOR = np.array([-3.0, 8.0, 3.0, 4.5, 7.0, 1.0, 2.0, 0.8, 1.0])
+FACE_RARITY_DECADES = 4.0  # "closer than 99.99 % of other faces" gives the full face_rarity
+
+FEATURES = ("bias", "exact", "pdq_has", "pdq_sim", "vpdq_share", "face_has", "face_sim", "faces_log", "domain",
+            "face_rarity")
+PRIOR = np.array([-3.0, 8.0, 3.0, 4.5, 7.0, 1.0, 2.0, 0.8, 1.0, 1.5])
 PRIOR_STRENGTH = 1.0      # precision of the Gaussian prior on each weight
 
 
@@ -51,8 +54,21 @@ def features(evidence: list[dict], domain_logit: float = 0.0) -> np.ndarray:
             x[5] = 1.0
             x[6] = max(x[6], max(0.0, 1.0 - d / FACE_SCALE))
             x[7] = max(x[7], math.log1p(int(c.get("faces_agreeing", 1))))
+            x[9] = max(x[9], face_rarity(c))
     x[8] = domain_logit
     return x
+
+
+def face_rarity(candidate: dict) -> float:
+    """0..1: how few other people's crawled faces are this close to her face (the cohort rank,
+    workers.matching.index.FaceCohort). A face that resembles many strangers scores low, so its
+    candidates fall below better ones; 0 while the cohort is too small to tell."""
+    closer = candidate.get("face_closer")
+    if closer is None:
+        return 0.0
+    n = max(1, int(candidate.get("cohort", 1)))
+    share = max(1.0 - float(closer), 1.0 / (n + 1))      # no share below what the cohort can see
+    return min(1.0, -math.log10(share) / FACE_RARITY_DECADES)
 
 
 def domain_logit(confirmed: int, rejected: int) -> float:

@@ -27,7 +27,9 @@ go out of memory when the case is removed.
   frames among the registered images' hashes (her photo shown in a video, as compilations
   do): both are "frame" candidates at the PDQ threshold, a video side's second included.
 - **Faces**: 128-d dlib descriptors in an exact L2 index (`IndexIDMap2(IndexFlatL2)`), range
-  search at FACE_THRESHOLD (see its comment for the calibration).
+  search at FACE_THRESHOLD (see its comment for the calibration). A case's faces (several
+  selfies, source photos) are one template matched on its best face; each candidate is also
+  ranked against a cohort of other people's crawled faces (`FaceCohort`).
 
 Removal is immediate: when `remove_case` returns, no query finds the case and its codes are
 out of the index's memory (the PDQ rows are zeroed in place, their table entries unlinked and
@@ -475,8 +477,11 @@ class FaceIndex:
         self._index.add_with_ids(vectors, ids)
         self._owners.update(zip(ids.tolist(), owners))
 
+    def rows(self, predicate) -> list[int]:
+        return [i for i, o in self._owners.items() if predicate(o)]
+
     def remove(self, predicate) -> int:
-        gone = [i for i, o in self._owners.items() if predicate(o)]
+        gone = self.rows(predicate)
         if gone:
             self._index.remove_ids(np.asarray(gone, dtype=np.int64))
             for i in gone:
@@ -494,6 +499,96 @@ class FaceIndex:
     def owner(self, row: int):
         return self._owners[row]
 
+    def vector(self, row: int) -> np.ndarray:
+        return self._index.reconstruct(int(row))
+
+
+class FaceCohort:
+    """Faces of other people, as the crawl sees them: how unusual is a distance for this face?
+
+    A registered face that resembles many strangers has many crawled faces within the
+    threshold; the raw distance cannot tell those apart from her. So each face candidate is
+    also ranked against the crawled faces seen so far: `closer_than(v, d)` is the share of
+    cohort faces farther than d from the registered descriptor v ("closer than 99.9 % of
+    other faces seen"). The cohort is a uniform sample (reservoir, at most MAX faces) of the
+    distinct crawled faces this process has seen, so it follows the crawl as it grows; it
+    lives in the matcher's memory only, like the index. Each registered face's sorted
+    distances to the cohort are kept and recomputed when the cohort has changed by 2 %.
+    A few crawled faces may be her own (true matches): they only make the rank modest.
+    """
+    MAX = 20_000
+    MIN = 100                  # below this, no rank: too few faces to say what is unusual
+
+    def __init__(self, max_size: int = MAX, seed: int = 0):
+        self.max_size = max_size
+        self._vectors = np.zeros((max_size, FACE_DIM), np.float32)
+        self.size = 0
+        self.seen = 0          # distinct faces offered, for the reservoir
+        self.version = 0       # changes counted since start
+        self._keys: set[bytes] = set()
+        self._rng = np.random.default_rng(seed)
+        self._sorted: dict[bytes, tuple[int, np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, vectors) -> int:
+        """Offer crawled face descriptors; each distinct one counts once. Returns how many were new."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, FACE_DIM)
+        new = 0
+        with self._lock:
+            for v in vectors:
+                key = v.tobytes()
+                if key in self._keys:
+                    continue
+                self._keys.add(key)
+                self.seen += 1
+                new += 1
+                if self.size < self.max_size:
+                    self._vectors[self.size] = v
+                    self.size += 1
+                else:
+                    j = int(self._rng.integers(0, self.seen))
+                    if j >= self.max_size:
+                        continue
+                    self._vectors[j] = v
+                self.version += 1
+        return new
+
+    def _distances(self, v: np.ndarray) -> np.ndarray:
+        key = np.asarray(v, np.float32).tobytes()
+        with self._lock:
+            cached = self._sorted.get(key)
+            if cached is not None and self.version - cached[0] <= self.size // 50:
+                return cached[1]
+            cohort, version = self._vectors[:self.size].copy(), self.version
+        d = np.sort(np.linalg.norm(cohort - np.asarray(v, np.float32), axis=1))
+        with self._lock:
+            self._sorted[key] = (version, d)
+        return d
+
+    def closer_than(self, v, distance: float) -> float | None:
+        """Share of cohort faces farther from v than `distance` (None while the cohort is small).
+
+        The crawled face itself may be in the cohort (seen before): faces at the very same
+        distance do not count against it."""
+        if self.size < self.MIN:
+            return None
+        d = self._distances(v)
+        nearer = int(np.searchsorted(d, float(distance) - 1e-4, side="left"))
+        return 1.0 - nearer / len(d)
+
+    def vectors(self) -> np.ndarray:
+        with self._lock:
+            return self._vectors[:self.size].copy()
+
+    def forget(self, vectors) -> None:
+        """Drop the cached ranks of registered faces that left the index (a withdrawn case)."""
+        with self._lock:
+            for v in np.asarray(vectors, np.float32).reshape(-1, FACE_DIM):
+                self._sorted.pop(v.tobytes(), None)
+
 
 @dataclass
 class _Video:
@@ -508,6 +603,7 @@ class Index:
     pdq: PDQIndex = field(default_factory=PDQIndex)
     frames: PDQIndex = field(default_factory=PDQIndex)
     faces: FaceIndex = field(default_factory=FaceIndex)
+    cohort: FaceCohort = field(default_factory=FaceCohort)
     exact: dict = field(default_factory=lambda: {"sha256": {}, "md5": {}})
     videos: dict = field(default_factory=dict)      # video id -> _Video
     cases: dict = field(default_factory=dict)       # case id -> counts by type
@@ -564,6 +660,9 @@ class Index:
             known = self.cases.pop(case_id, None) is not None
             self.pdq.drop_group(case_id)
             self.frames.drop_group(case_id)
+            gone = self.faces.rows(lambda o: o[0] == case_id)
+            if gone:
+                self.cohort.forget(np.stack([self.faces.vector(r) for r in gone]))
             self.faces.remove(lambda o: o[0] == case_id)
             for t, h in self._exact_of.pop(case_id, ()):
                 owners = {o for o in self.exact[t].get(h, ()) if o[0] != case_id}
@@ -592,13 +691,14 @@ class Index:
                     "sha256": len(self.exact["sha256"]), "md5": len(self.exact["md5"])}
 
     # --- querying -----------------------------------------------------------------------
-    def query(self, media: dict) -> list[dict]:
+    def query(self, media: dict, observe: bool = True) -> list[dict]:
         """Candidates for one crawled media's signals: each (case, kind) once, best distance.
 
         media = {"sha256", "md5", "pdq": [{variant, hash, quality}], "vpdq": [[s, q, hex]],
         "faces": [{"descriptor"}]}. A candidate: {"case", "kind", "distance", "item", ...}
         with the evidence of its kind (variants for PDQ, frame shares for vPDQ, the number of
-        the case's registered faces that agree for faces).
+        the case's registered faces that agree for faces, and their cohort rank). Its faces
+        join the cohort of crawled faces unless observe is False.
         """
         best: dict[tuple, dict] = {}
 
@@ -635,8 +735,8 @@ class Index:
                     offer(cand)
 
             faces = [f for f in media.get("faces") or [] if f.get("descriptor") is not None]
-            if faces and len(self.faces):
-                for cand in self._faces(faces):
+            if faces:
+                for cand in self._faces(faces, observe):
                     offer(cand)
         return sorted(best.values(), key=lambda c: (c["case"], c["kind"]))
 
@@ -688,9 +788,13 @@ class Index:
                         "query_share": round(query_share, 4), "target_share": round(target_share, 4)})
         return out
 
-    def _faces(self, faces) -> list[dict]:
+    def _faces(self, faces, observe: bool = True) -> list[dict]:
+        """Face candidates: per case its best registered face (the case's faces are one
+        template; bench/bench_face_roc.py measured the best face against their centroid), how
+        many of its faces agree, and where the distance stands among other people's crawled
+        faces ("face_closer", FaceCohort). The query's faces then join the cohort."""
         q = np.stack([np.asarray(f["descriptor"], dtype=np.float32) for f in faces])
-        hits = self.faces.range(q)
+        hits = self.faces.range(q) if len(self.faces) else [[] for _ in range(len(q))]
         per_case: dict[int, dict] = {}
         for qi, found in enumerate(hits):
             for row, d in found:
@@ -699,7 +803,15 @@ class Index:
                 c["rows"].add(row)
                 c["query_faces"].add(qi)
                 if d < c["distance"]:
-                    c["distance"], c["item"] = d, item
-        return [{"case": case, "kind": "face", "distance": round(c["distance"], 4), "item": c["item"],
-                 "faces_agreeing": len(c["rows"]), "query_faces": len(c["query_faces"])}
-                for case, c in per_case.items()]
+                    c["distance"], c["item"], c["row"] = d, item, row
+        out = []
+        for case, c in per_case.items():
+            cand = {"case": case, "kind": "face", "distance": round(c["distance"], 4), "item": c["item"],
+                    "faces_agreeing": len(c["rows"]), "query_faces": len(c["query_faces"])}
+            closer = self.cohort.closer_than(self.faces.vector(c["row"]), c["distance"])
+            if closer is not None:
+                cand["face_closer"], cand["cohort"] = round(closer, 6), len(self.cohort)
+            out.append(cand)
+        if observe:
+            self.cohort.add(q)
+        return out

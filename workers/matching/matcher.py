@@ -86,6 +86,7 @@ def matcher(instance=None, refresh_if_older: float = REFRESH_SECONDS) -> Index:
             _index, _built_for = Index(), instance.settings.database_url
             _counts.clear()
             refresh(instance)
+            seed_cohort(instance, _index)
         elif time.monotonic() - _checked_at > refresh_if_older:
             refresh(instance)
         return _index
@@ -116,6 +117,20 @@ def refresh(instance=None) -> dict:
         if added or removed:
             log.info("index refreshed: %d case(s) added or updated, %d removed", added, removed)
         return {"added": added, "removed": removed}
+
+
+COHORT_SEED_MEDIA = 5000
+
+
+def seed_cohort(instance, index: Index, limit: int = COHORT_SEED_MEDIA) -> int:
+    """Fill the face cohort (index.FaceCohort) from the latest crawled media that hold faces,
+    so that a restarted matcher ranks face candidates at once. Returns the faces added."""
+    with instance.session() as s:
+        rows = s.execute(select(Media).where(Media.signals.is_not(None))
+                         .order_by(Media.id.desc()).limit(limit)).scalars().all()
+        found = [media_signals(instance, m) for m in rows]
+    vectors = [f["descriptor"] for sig in found if sig for f in sig.get("faces") or [] if f.get("descriptor")]
+    return index.cohort.add(vectors) if vectors else 0
 
 
 def reset() -> None:
@@ -242,6 +257,8 @@ def retro_match(instance, case_id: int, batch: int = 500) -> int:
     A one-case index is built for it, so each stored media is unsealed once and asked only
     about this case. Returns how many media matched."""
     one = Index()
+    if _index is not None:
+        one.cohort = _index.cohort       # the crawl's faces rank hers; the stored media join it
     one.add_case(case_id, case_signals(instance, case_id))
     if not one.case_ids() or not sum(one.stats()[k] for k in ("pdq", "frames", "faces", "sha256", "md5")):
         return 0
