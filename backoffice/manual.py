@@ -83,7 +83,7 @@ def add_urls(instance, case_id: int, text: str, actor: str) -> dict:
 
     Returns {"added": [(url, takedown_id, job_id)], "known": [(url, takedown_id)], "bad": [...]}.
     """
-    from backoffice.review import domain_id
+    from store.urls import domain_id
     from workers.capture.crawl import create_job
     urls, bad = parse_urls(text)
     if len(urls) > MAX_URLS:

@@ -10,7 +10,6 @@ every view, thumbnail and decision is written to the audit log (ids only, never 
 Decisions also go to Review rows and train the confidence model (workers.matching.matcher.retrain).
 """
 import io
-from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -30,7 +29,8 @@ from backoffice import current_instance, login_required
 from crypto.sealing import unseal
 from store import audit
 from store.cases import mark_found
-from store.models import Capture, Case, Domain, Match, Media, Review, Takedown, utcnow
+from store.models import Capture, Case, Match, Media, Review, Takedown, utcnow
+from store.urls import domain_id
 from workers.matching.confidence import FLAG_AT
 
 bp = Blueprint("review", __name__, url_prefix="/review")
@@ -50,12 +50,6 @@ PLACEHOLDER = ('<svg xmlns="http://www.w3.org/2000/svg" width="160" height="120"
 def _actor() -> str:
     return f"staff:{g.staff.id}"
 
-
-def _host(url: str) -> str:
-    try:
-        return (urlsplit(url).hostname or "").lower()
-    except ValueError:
-        return ""
 
 
 # --- the queue ---------------------------------------------------------------------------------
@@ -95,7 +89,7 @@ def queue_page(instance, view: str = "open", page: int = 1) -> tuple[list[dict],
 
 def _labels(instance, case_ids) -> dict:
     """Each case's item labels (decrypted with the case key, in memory only)."""
-    from workers.cases.takein import item_labels
+    from workers.cases.decrypt import item_labels
     out = {}
     for case_id in case_ids:
         try:
@@ -165,16 +159,6 @@ def thumb(media_id: int):
 
 
 # --- decisions -----------------------------------------------------------------------------------
-
-def domain_id(session, url: str) -> int | None:
-    host = _host(url)
-    parts = host.split(".")
-    for i in range(len(parts) - 1):
-        candidate = ".".join(parts[i:])
-        row = session.execute(select(Domain.id).where(Domain.domain == candidate)).scalar()
-        if row:
-            return row
-    return None
 
 
 def decide(instance, actor: str, staff_id: int | None, pairs: list[tuple[int, int]], decision: str) -> dict:

@@ -54,7 +54,7 @@ def main(n_sites: int = 12, changed: float = 0.1) -> int:
         with inst.session() as s:
             for site in sites:
                 s.add(Domain(domain=site.domain, patrol_seeds=[site.base + "/new"]))
-        driver = cr._browser(inst.settings)
+        driver = cr.start_browser(inst.settings)
         try:
             t = time.monotonic()
             first = P.patrol(inst, driver=driver)

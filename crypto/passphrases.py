@@ -84,8 +84,4 @@ def verify_secret(pepper: bytes, stored: str | None, secret: str) -> bool:
     return ok and stored is not None
 
 
-def needs_rehash(stored: str) -> bool:
-    return _hasher.check_needs_rehash(stored)
-
-
 _DUMMY = _hasher.hash(secrets.token_hex(16))

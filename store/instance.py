@@ -266,9 +266,6 @@ class Instance:
                 last = rows[-1][0]
         return counts
 
-    def describe(self) -> dict:
-        return {"instance": str(self.settings.instance), "database": self.settings.database_url.split("@")[-1]}
-
 
 def dumps(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -50,7 +50,7 @@ def take_in_case(instance, payload=PAYLOAD) -> int:
 
 
 def signals_of(instance, case_id):
-    from workers.cases.takein import case_signals
+    from workers.cases.decrypt import case_signals
     return case_signals(instance, case_id)
 
 

@@ -135,7 +135,7 @@ def test_full_flow(portal, media, browser):
     with portal.staff.session() as s:
         assert s.execute(select(func.count()).select_from(Submission)).scalar() == 0
         assert s.execute(select(func.count()).select_from(Item)).scalar() == 3
-    from workers.cases.takein import case_signals
+    from workers.cases.decrypt import case_signals
     with portal.staff.session() as s:
         case_id = s.execute(select(Case.id)).scalar()
     stored = case_signals(portal.staff, case_id)

@@ -117,7 +117,7 @@ def test_nothing_identifying_is_stored(portal):
     assert status == 200 and len(json.loads(body)["items"]) == 6 and "Set-Cookie" not in headers
 
     # The signals are there, encrypted: the staff side reads them back.
-    from workers.cases.takein import case_details, case_signals, item_labels
+    from workers.cases.decrypt import case_details, case_signals, item_labels
     with portal.staff.session() as s:
         from sqlalchemy import select
 

@@ -53,7 +53,8 @@ def actions(instance):
 
 
 def test_passphrase_change_rewraps_without_touching_data(instance):
-    from workers.cases.takein import case_signals, take_in_submission
+    from workers.cases.decrypt import case_signals
+    from workers.cases.takein import take_in_submission
     case_id, sub = submit(instance)
     take_in_submission(instance, sub)
     with instance.session() as s:
@@ -83,7 +84,8 @@ def test_passphrase_change_rewraps_without_touching_data(instance):
 def test_rotation_serves_the_new_key_and_old_keys_still_open(instance, monkeypatch):
     import store.instance
     from intake import create_app
-    from workers.cases.takein import case_signals, take_in_submission
+    from workers.cases.decrypt import case_signals
+    from workers.cases.takein import take_in_submission
     monkeypatch.setattr(store.instance, "RESEAL_BATCH", 1)        # re-seal row by row: batches are walked
     settings = instance.settings
     old_id, old_public = instance.public_key()

@@ -11,7 +11,7 @@ from store import cases
 from store.config import load
 from store.instance import Instance
 from store.models import Case, Item, Signal, Submission
-from workers.cases import takein
+from workers.cases import decrypt, takein
 
 GOOD = {"version": 1, "category": "deepfake", "language": "en", "known_urls": ["https://example.net/a"],
         "contact": None,
@@ -54,10 +54,10 @@ def test_take_in_reencrypts_and_is_idempotent(inst):
     assert takein.take_in_submission(inst, sid) == {"status": "gone"}     # a retried job
     assert count(inst, Submission) == 0 and count(inst, Signal) == 5 and count(inst, Item) == 3
     assert inst.keystore.exists(case_id)
-    signals = takein.case_signals(inst, case_id)
+    signals = decrypt.case_signals(inst, case_id)
     assert signals == GOOD["signals"]
-    assert takein.item_labels(inst, case_id) == {"p1": "from the chat", "v1": "video 1", "s1": "selfie 1"}
-    details = takein.case_details(inst, case_id)
+    assert decrypt.item_labels(inst, case_id) == {"p1": "from the chat", "v1": "video 1", "s1": "selfie 1"}
+    details = decrypt.case_details(inst, case_id)
     assert details["known_urls"] == ["https://example.net/a"] and details["consent"] == GOOD["consent"]
     with inst.session() as s:
         case = s.get(Case, case_id)
@@ -65,7 +65,7 @@ def test_take_in_reencrypts_and_is_idempotent(inst):
         row = s.execute(select(Signal).where(Signal.type == "pdq")).scalars().one()
         assert b"0f0f" not in row.ciphertext
     # Bound to its place: the same ciphertext under another item or type does not open.
-    key = takein.case_key(inst, case_id)
+    key = decrypt.case_key(inst, case_id)
     with pytest.raises(CryptoError):
         envelope.decrypt(key, row.ciphertext, cases.signal_aad(case_id, "p2", "pdq"))
     with pytest.raises(CryptoError):
@@ -81,7 +81,7 @@ def test_take_in_reencrypts_and_is_idempotent(inst):
     with inst.session() as s:
         assert set(s.execute(select(Item.item)).scalars()) == {"p1", "v1", "s1", "p1-2", "v1-2", "s1-2"}
         assert s.get(Case, case_id).category == "minor"
-    assert takein.case_details(inst, case_id)["known_urls"] == ["https://example.net/a", "https://example.net/b"]
+    assert decrypt.case_details(inst, case_id)["known_urls"] == ["https://example.net/a", "https://example.net/b"]
 
     cases.withdraw(inst, case_id)
     assert not inst.keystore.exists(case_id)

@@ -37,6 +37,7 @@ from crypto import envelope
 from crypto.sealing import seal, unb64, unseal
 from store import audit
 from store.models import Capture, Case, CrawlJob, Match, Media, utcnow
+from store.urls import site_of
 from workers.capture import evidence as ev
 from workers.capture import page as cap
 from workers.matching.record import record
@@ -77,10 +78,6 @@ def match_media(instance, media_signals: dict) -> list[dict]:
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-def site_of(url: str) -> str:
-    host = (urlsplit(url).hostname or "").lower()
-    return host[4:] if host.startswith("www.") else host
 
 
 def normalise(url: str) -> str:

@@ -47,13 +47,12 @@ from store import audit
 from store.cases import details_aad, label_aad, signal_aad
 from store.models import Case, Item, Signal, today
 from store.vocabulary import CATEGORIES, LANGUAGES
-from workers.cases.takein import case_details, case_signals
+from workers.cases.decrypt import case_details, case_signals
 
 log = logging.getLogger("kesu.banks")
 
 FORMATS = ("hma", "csv")
 PDQ_MIN_QUALITY = 50
-HMA_TYPES = {"pdq": "pdq", "video_md5": "md5"}          # HMA signal type -> ours
 IMPORT_TYPES = {"pdq": ("pdq", "photo"), "video_md5": ("md5", "video"), "md5": ("md5", "photo"),
                 "photo_md5": ("md5", "photo"), "hash_pdq": ("pdq", "photo"), "video_hash_md5": ("md5", "video"),
                 "hash_md5": ("md5", "photo")}

@@ -2,7 +2,7 @@
 
 `kesu worker --queues match` runs an RQ SimpleWorker (no fork), so the module-level index
 built by `matcher()` survives from job to job. It is built from the database at first use
-(each case's signals decrypted with its case key by workers.cases.takein.case_signals, in this
+(each case's signals decrypted with its case key by workers.cases.decrypt.case_signals, in this
 process's memory only) and kept fresh three ways:
 
 - `case_added(case_id)` (enqueued after a take-in) indexes the case and matches it against
@@ -23,12 +23,12 @@ import json
 import logging
 import threading
 import time
-from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 
 from crypto.sealing import unseal
 from store.models import Case, Match, Media, Signal
+from store.urls import site_of
 from workers.matching.confidence import FLAG_AT, Model, calibration, domain_logit, features, fit
 from workers.matching.index import Index
 from workers.matching.record import record
@@ -51,7 +51,7 @@ _model: Model | None = None
 # --- reading signals -----------------------------------------------------------------------
 
 def case_signals(instance, case_id: int) -> list[dict]:
-    from workers.cases.takein import case_signals as decrypt
+    from workers.cases.decrypt import case_signals as decrypt
     return decrypt(instance, case_id)
 
 
@@ -159,13 +159,6 @@ def model(instance) -> Model:
     return _model
 
 
-def _domain(url: str) -> str:
-    try:
-        host = (urlsplit(url).hostname or "").lower()
-    except ValueError:
-        return ""
-    return host[4:] if host.startswith("www.") else host
-
 
 def _domain_history(session) -> dict[str, tuple[int, int]]:
     """domain -> (confirmed pairs, rejected pairs), from staff decisions."""
@@ -175,7 +168,7 @@ def _domain_history(session) -> dict[str, tuple[int, int]]:
     pairs = {(c, m): (state, url) for c, m, state, url in rows}
     out: dict[str, list[int]] = {}
     for state, url in pairs.values():
-        tally = out.setdefault(_domain(url), [0, 0])
+        tally = out.setdefault(site_of(url), [0, 0])
         tally[0 if state == "confirmed" else 1] += 1
     return {d: (c, r) for d, (c, r) in out.items()}
 
@@ -199,7 +192,7 @@ def score(instance, candidates: list[dict], url: str = "", history: dict | None 
     m = model(instance)
     if history is None:
         history = _cached_history(instance)
-    prior = domain_logit(*history.get(_domain(url), (0, 0))) if url else 0.0
+    prior = domain_logit(*history.get(site_of(url), (0, 0))) if url else 0.0
     by_case: dict[int, list[dict]] = {}
     for c in candidates:
         by_case.setdefault(c["case"], []).append(c)
@@ -341,7 +334,7 @@ def retrain(instance=None) -> dict:
         for group in pairs.values():
             url = group[0][1]
             ev = [_as_candidate(r) for r, _ in group]
-            p = m.confidence(ev, domain_logit(*history.get(_domain(url), (0, 0))))
+            p = m.confidence(ev, domain_logit(*history.get(site_of(url), (0, 0))))
             for r, _ in group:
                 r.confidence = round(p, 4)
     log.info("confidence model retrained on %d decisions (Brier %s)", len(y), report.get("brier"))
@@ -371,7 +364,7 @@ def training_data(session):
     for group in pairs.values():
         url = group[0][1]
         label = 1 if any(r.state == "confirmed" for r, _ in group) else 0
-        c, r = history.get(_domain(url), (0, 0))
+        c, r = history.get(site_of(url), (0, 0))
         c, r = (c - 1, r) if label else (c, r - 1)
         X.append(features([_as_candidate(m) for m, _ in group], domain_logit(max(c, 0), max(r, 0))))
         y.append(label)

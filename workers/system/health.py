@@ -13,7 +13,6 @@ until an admin retries or discards it, and both are written to the audit log.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import shutil
@@ -200,22 +199,6 @@ def _schedules(instance) -> dict:
             "match_refresh": {"last": _iso(refresh[0][2]), "next": _iso(refresh[0][1])} if refresh else None}
 
 
-def _optional(module: str, names: tuple[str, ...], *args):
-    """The first of `names` that `module` has, called; None when the module or function is absent."""
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return None
-    for name in names:
-        fn = getattr(mod, name, None)
-        if callable(fn):
-            try:
-                return fn(*args)
-            except Exception as exc:    # noqa: BLE001 - report, do not fail the status
-                return {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
-    return None
-
-
 def _mail(instance) -> dict | None:
     try:
         from store.models import Notice
@@ -295,13 +278,8 @@ def collect(instance) -> dict:
         status["database_ok"] = False
         status["database_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
     status["queue"] = queue_status(settings)
-    # The index lives in the matcher process: its own report when workers.matching.matcher offers one,
-    # else when the scheduler last asked it to refresh from the database.
-    status["matcher"] = _optional("workers.matching.matcher", ("index_status", "freshness"), instance) \
-        or (status.get("schedules") or {}).get("match_refresh")
-    patrol = _optional("workers.capture.patrol", ("last_run", "status"), instance)
-    if patrol is not None:
-        status["patrol"] = patrol
+    # The index lives in the matcher process: when the scheduler last asked it to refresh.
+    status["matcher"] = (status.get("schedules") or {}).get("match_refresh")
     status["mail"] = _mail(instance)
     status["disk"] = disk(settings)
     status["problem_codes"] = problem_codes(status)

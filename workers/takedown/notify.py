@@ -15,7 +15,6 @@ victim. A message to the victim (only if she left an e-mail) says that a request
 with no URL, no site and no content, under a neutral subject.
 """
 import hashlib
-import json
 import logging
 import re
 import secrets
@@ -24,8 +23,6 @@ from dataclasses import dataclass
 from datetime import timedelta, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses
-from pathlib import Path
-from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy import select
@@ -33,13 +30,14 @@ from sqlalchemy import select
 from crypto import envelope
 from crypto.sealing import seal, unseal
 from store.models import Capture, Case, Domain, Match, Media, Notice, Schedule, Takedown, TakedownEvent, utcnow
+from store.urls import host_of
 from store.vocabulary import LANGUAGES, NOTICE_CATEGORIES, RECHECK_EVERY_S
+from web import TEMPLATES
 from workers.capture.evidence import MANIFEST
 from workers.takedown import predict
 
 log = logging.getLogger("kesu.notify")
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 RECIPIENTS = ("site", "host", "registrar", "search_engine", "hotline")
 TWO_DAY_RULE = frozenset({"adult_ncii", "coerced_av", "voyeur"})   # revenge porn act art. 4, AV act art. 16
 SENT_STATES = ("sent", "form")
@@ -75,9 +73,6 @@ class Rendered:
     address: str             # e-mail address, or "" for a form
     forms: list              # [(name, url)] where a form is the way (or an alternative)
 
-
-def _host_of(url: str) -> str:
-    return (urlsplit(url).hostname or "").lower()
 
 
 def template_name(language: str, category: str, route: str) -> str:
@@ -125,7 +120,7 @@ def context_for(instance, session, takedown: Takedown, route: str) -> dict:
     case = session.get(Case, takedown.case_id)
     domain = session.get(Domain, takedown.domain_id) if takedown.domain_id else None
     category = case.category if case else None
-    host = _host_of(takedown.url)
+    host = host_of(takedown.url)
     urls = [takedown.url] + [m["url"] for m in (takedown.media or []) if m.get("url") and m["url"] != takedown.url
                              and not m["url"].startswith("data:")]
     contacts = (domain.contacts or {}) if domain else {}
@@ -431,29 +426,9 @@ VICTIM_TEXT = {
 }
 
 
-def case_details(instance, case: Case) -> dict | None:
-    """The case's decrypted details (contact, consent); None when none or the key is gone."""
-    if not case.details:
-        return None
-    key = instance.keystore.get(case.id, instance.private_keys().private_key)
-    if key is None:
-        return None
-    try:
-        from store.cases import details_aad
-        aads = [details_aad(case.id)]
-    except ImportError:
-        aads = []
-    aads.append(f"case:{case.id}|details".encode())
-    for aad in aads:
-        try:
-            return json.loads(envelope.decrypt(key, case.details, aad))
-        except Exception:
-            continue
-    return None
-
-
 def victim_contact(instance, case: Case) -> str | None:
-    details = case_details(instance, case) or {}
+    from workers.cases.decrypt import case_details
+    details = case_details(instance, case.id) or {}
     contact = details.get("contact") or {}
     email = (contact.get("email") or "").strip() if isinstance(contact, dict) else ""
     return email if re.fullmatch(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+", email) else None
@@ -491,15 +466,6 @@ def _victim_message(instance, session, notice: Notice):
     msg = message(instance, email, subject.format(org=org), body.format(org=org, contact=contact), notice.message_id,
                    auto=True)
     return email, msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
-
-
-def confirm_to_victim(instance, notice_id: int) -> str:
-    """Send the pending victim confirmation(s) for a sent notice now (the worker does the same)."""
-    with instance.session() as s:
-        ids = s.execute(select(Notice.id).where(Notice.channel == "victim", Notice.state == "ready",
-                                                Notice.message_id.like(f"<kesu.victim.{notice_id}.%"))).scalars().all()
-    states = [deliver(instance, i) for i in ids]
-    return states[0] if states else "none"
 
 
 # --- the sweep: nothing stays behind after a restart -----------------------------------------------

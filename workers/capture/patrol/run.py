@@ -9,6 +9,7 @@ from urllib.parse import urljoin
 from sqlalchemy import func, select
 
 from store.models import Capture, CrawlJob, Domain, Media, PatrolPage, PatrolRun, utcnow
+from store.urls import site_of
 from workers.capture import crawl as cr
 from workers.capture import page as cap
 from workers.capture.patrol.browser import (
@@ -111,7 +112,7 @@ def patrol_site(instance, domain_id: int, driver=None, matcher=None, progress=No
         except Exception:
             seen = []
         seen_set = set(seen)
-        roots = {cr.site_of(u) for u in cfg["seeds"]}
+        roots = {site_of(u) for u in cfg["seeds"]}
         frontier = [(u, "seed") for u in cfg["seeds"]]
         visited: set[str] = set()
         last_visit = 0.0
@@ -205,7 +206,7 @@ def patrol_site(instance, domain_id: int, driver=None, matcher=None, progress=No
             st["skipped_media"] += sum(1 for e in result.exchanges if e.url in seen_set)
             if result.gate:
                 detail["gates"].append(result.gate)
-            links = [l for l in result.links if cr.site_of(l) in roots][:cr.MAX_LINKS_KEPT]
+            links = [l for l in result.links if site_of(l) in roots][:cr.MAX_LINKS_KEPT]
             written = cr.write_page(instance, keys, job_id, None, "patrol", result, links, matcher,
                                      settings.crawl_faces)
             st["media"] += len(result.media)
@@ -244,7 +245,7 @@ def patrol_site(instance, domain_id: int, driver=None, matcher=None, progress=No
                           "matches": written["matches"]})
             nxt = (result.extracted or {}).get("next")
             if result.status == "ok" and isinstance(nxt, str) and nxt.startswith(("http:", "https:")) \
-                    and cr.site_of(nxt) in roots and cr.normalise(nxt) not in visited:
+                    and site_of(nxt) in roots and cr.normalise(nxt) not in visited:
                 frontier.insert(0, (nxt.split("#", 1)[0], "next"))
         if frontier and detail["stopped"] is None and budget - (time.monotonic() - started) <= 0.5:
             detail["stopped"] = "time"

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 
 from store.models import Domain, Match, Media, Takedown, utcnow
-from workers.capture import crawl as cr
+from store.urls import site_of
 from workers.capture.patrol.config import setting
 
 # --- scheduling --------------------------------------------------------------------------------
@@ -33,7 +33,7 @@ def _reported_hosts(instance) -> dict[str, int]:
         for cid in ids:
             details = case_details(instance, cid) or {}
             for u in details.get("known_urls") or []:
-                host = cr.site_of(u)
+                host = site_of(u)
                 if host:
                     out[host] = out.get(host, 0) + 1
     except Exception:
@@ -55,10 +55,10 @@ def weights(instance) -> dict[int, float]:
     for did, name, seeds in domains:
         host_to_id[name.lower()] = did
         for u in seeds or []:
-            host_to_id.setdefault(cr.site_of(u), did)
+            host_to_id.setdefault(site_of(u), did)
     found: dict[int, float] = {}
     for url, state in matched:
-        did = host_to_id.get(cr.site_of(url))
+        did = host_to_id.get(site_of(url))
         if did is not None:
             found[did] = found.get(did, 0) + (2.0 if state == "confirmed" else 1.0)
     reported: dict[int, int] = {did: n for did, n in takedowns.items()}
