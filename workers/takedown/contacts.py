@@ -1,7 +1,7 @@
 """Abuse contacts of a site: RDAP (registrar of the domain, network of its server) and security.txt.
 
 Everything is parsing of responses; the fetching takes an injectable `fetch(url) -> (status, text)`
-(tests use stored responses; production uses `http_fetch`). Results land in Domain.contacts:
+(tests use stored responses; production uses `fetch_for(settings)`, kesu's one outbound fetcher). Results land in Domain.contacts:
   {"site": {"emails": [...], "forms": [...], "source": "security.txt"},
    "registrar": {"name", "email", "source": "rdap"},
    "host": {"name", "email", "network", "source": "rdap"}}
@@ -12,6 +12,8 @@ import re
 import socket
 from collections.abc import Callable
 from datetime import datetime, timezone
+
+from workers.net.fetch import Fetcher
 
 log = logging.getLogger("kesu.contacts")
 
@@ -96,16 +98,17 @@ def parse_security_txt(text: str, now: datetime | None = None) -> dict:
 
 # --- fetching with an injectable fetcher ----------------------------------------------------------
 
-def http_fetch(url: str, timeout: float = 20.0) -> tuple[int, str]:
-    import urllib.error
-    import urllib.request
-    req = urllib.request.Request(url, headers={"Accept": "application/rdap+json, text/plain, */*",
-                                               "User-Agent": "kesu-contacts/1"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, resp.read(512 * 1024).decode("utf-8", "replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, ""
+def http_fetch(url: str, timeout: float = 20.0, fetcher: Fetcher | None = None) -> tuple[int, str]:
+    """One lookup through kesu's outbound fetcher (the address guard on every hop, the crawl proxy)."""
+    fetcher = fetcher or Fetcher(timeout=timeout, user_agent="kesu-contacts/1")
+    resp = fetcher.get(url, headers={"Accept": "application/rdap+json, text/plain, */*"}, max_bytes=512 * 1024)
+    return resp.status, resp.body.decode("utf-8", "replace")
+
+
+def fetch_for(settings) -> Fetch:
+    """The production fetcher for an instance's settings (allow_private, crawl_proxy)."""
+    fetcher = Fetcher.from_settings(settings, timeout=20.0, user_agent="kesu-contacts/1")
+    return lambda url: http_fetch(url, fetcher=fetcher)
 
 
 def find_contacts(domain: str, fetch: Fetch = http_fetch, resolve: Callable[[str], str] = socket.gethostbyname) -> dict:
@@ -142,12 +145,12 @@ def find_contacts(domain: str, fetch: Fetch = http_fetch, resolve: Callable[[str
     return out
 
 
-def refresh(instance, domain_id: int, fetch: Fetch = http_fetch, resolve=socket.gethostbyname) -> dict:
+def refresh(instance, domain_id: int, fetch: Fetch | None = None, resolve=socket.gethostbyname) -> dict:
     """Look up and store one domain's contacts (keeps earlier parts a new lookup could not find)."""
     from store.models import Domain, utcnow
     with instance.session() as s:
         name = s.get(Domain, domain_id).domain
-    found = find_contacts(name, fetch, resolve)
+    found = find_contacts(name, fetch or fetch_for(instance.settings), resolve)
     with instance.session() as s:
         d = s.get(Domain, domain_id)
         merged = dict(d.contacts or {})

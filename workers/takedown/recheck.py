@@ -15,20 +15,15 @@ the row becomes a "reupload" watch, which re-opens the takedown when the media c
 calls the hooks in REUPLOAD_HOOKS (the crawler can register a re-crawl of the site there).
 """
 import hashlib
-import ipaddress
 import logging
-import socket
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
 from crypto import envelope
 from store.models import Case, Domain, Schedule, Takedown, utcnow
+from workers.net.fetch import Fetcher, FetchError, Response
 from workers.takedown import predict
 from workers.takedown.notify import event
 
@@ -48,65 +43,19 @@ def on_reupload(hook: Callable) -> Callable:
     return hook
 
 
-@dataclass
-class Response:
-    status: int
-    body: bytes
-    final_url: str = ""
-    truncated: bool = False      # the body went past MAX_BYTES: its hash says nothing
-
-
-class FetchError(Exception):
-    """No answer (DNS, refused, timeout, refused address): nothing can be concluded."""
-
-
 def media_key(pepper: bytes, body: bytes) -> str:
     """The crawler's keyed hash of a media body: HMAC(pepper, SHA-256 digest)."""
     return envelope.keyed_name(pepper, hashlib.sha256(body).digest())
 
 
-class _NoRedirectToPrivate(urllib.request.HTTPRedirectHandler):
-    def __init__(self, allow_private: bool):
-        self.allow_private = allow_private
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        _check_address(newurl, self.allow_private)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _check_address(url: str, allow_private: bool) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise FetchError(f"not an http(s) URL: {parts.scheme}")
-    if allow_private:
-        return
-    try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-    except socket.gaierror as exc:
-        raise FetchError(f"no address: {exc}") from exc
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0])
-        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
-            raise FetchError("refused: private address")
-
-
 def http_fetcher(allow_private: bool = False, timeout: float = 30.0, proxy: str = "") -> Callable[[str], Response]:
-    """The real fetcher (urllib, redirects followed, private addresses refused unless allowed,
-    through `proxy` when one is set)."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy, "https": proxy} if proxy else {}),
-                                         _NoRedirectToPrivate(allow_private))
+    """The real fetcher: kesu's one outbound fetcher (workers.net.fetch), redirects followed,
+    every hop through the address guard (chained to `proxy`, the crawl proxy, when set),
+    refused addresses an answer-less FetchError."""
+    fetcher = Fetcher(allow_private=allow_private, upstream=proxy, timeout=timeout, user_agent=USER_AGENT)
 
     def fetch(url: str) -> Response:
-        _check_address(url, allow_private)
-        req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "*/*"})
-        try:
-            with opener.open(req, timeout=timeout) as resp:
-                body = resp.read(MAX_BYTES + 1)
-                return Response(resp.status, body[:MAX_BYTES], resp.geturl(), truncated=len(body) > MAX_BYTES)
-        except urllib.error.HTTPError as exc:
-            return Response(exc.code, b"", url)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise FetchError(str(exc)) from exc
+        return fetcher.get(url, max_bytes=MAX_BYTES)
 
     return fetch
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-import urllib.error
-import urllib.request
 import urllib.robotparser
 from datetime import datetime
 from urllib.parse import urljoin
 
 from store.models import Domain, utcnow
 from workers.capture import crawl as cr
-from workers.capture import page as cap
 from workers.capture.patrol.config import setting
+from workers.net.fetch import Fetcher, FetchError, Refused
 
 USER_AGENT_TOKEN = "kesu"               # the name robots.txt rules are read for
 
@@ -40,48 +38,21 @@ def header(headers: dict, name: str) -> str | None:
 
 # --- plain requests (robots.txt, conditional probes) ------------------------------------------
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None                     # a redirect answers as itself: "changed", the browser follows it
-
-
-def _opener(settings):
-    proxy = settings.crawl_proxy
-    handlers = [urllib.request.ProxyHandler({"http": proxy, "https": proxy} if proxy else {}), _NoRedirect()]
-    return urllib.request.build_opener(*handlers)
-
-
 def fetch(settings, url: str, headers: dict, timeout: float, limit: int) -> dict:
-    """One GET outside the browser: {"status", "headers", "body", "bytes", "error"}. Never raises."""
+    """One GET outside the browser through kesu's one outbound fetcher (the address guard, the
+    crawl proxy): {"status", "headers", "body", "bytes", "error"}. Never raises. A redirect
+    answers as itself ("changed": the browser follows it)."""
     out = {"status": None, "headers": {}, "body": None, "bytes": 0, "error": None}
-    ok, reason = cap.url_allowed(url, settings.crawl_allow_private)
-    if not ok:
-        out["error"] = reason
-        return out
-    req = urllib.request.Request(url, headers=headers)
     try:
-        resp = _opener(settings).open(req, timeout=max(0.5, timeout))
-    except urllib.error.HTTPError as exc:
-        resp = exc
-    except Exception as exc:             # timeouts, refused connections, TLS errors
-        out["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        got = Fetcher.from_settings(settings).get(url, headers=headers, max_bytes=limit, follow_redirects=False,
+                                                  timeout=max(0.5, timeout))
+    except Refused as exc:
+        out["error"] = f"refused: {exc}"
         return out
-    try:
-        out["status"] = resp.status if hasattr(resp, "status") else resp.code
-        out["headers"] = {k: v for k, v in resp.headers.items()}
-        head = 15 + sum(len(k) + len(v) + 4 for k, v in out["headers"].items())
-        try:
-            body = resp.read(limit + 1)
-        except Exception as exc:
-            body = b""
-            out["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
-        out["body"] = body[:limit]
-        out["bytes"] = head + len(body)
-    finally:
-        try:
-            resp.close()
-        except Exception:
-            pass
+    except FetchError as exc:            # timeouts, refused connections, TLS errors
+        out["error"] = str(exc)[:240]
+        return out
+    out.update(status=got.status, headers=got.headers, body=got.body, bytes=got.wire_bytes)
     return out
 
 

@@ -1,0 +1,1 @@
+"""Outbound network access: one address policy, one guard proxy, one fetcher."""
