@@ -37,11 +37,14 @@ def _known_verify_key():
 @click.option("--key", help="The Ed25519 verify key (base64) the export must be signed with.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify_command(file, key, as_json):
-    """Check an exported capture: every byte, the manifest hashes, the signature (exit 1 if not intact)."""
+    """Check an exported capture (ZIP) or evidence PDF: every byte, the signature (exit 1 if not intact)."""
     from crypto.sealing import unb64
     from workers.capture.evidence import verify
+    from workers.capture.pdf import verify_pdf
     expected = unb64(key) if key else _known_verify_key()
-    rep = verify(file, expected)
+    with open(file, "rb") as fh:
+        is_pdf = fh.read(5) == b"%PDF-"
+    rep = (verify_pdf if is_pdf else verify)(file, expected)
     if as_json:
         click.echo(json.dumps(rep, ensure_ascii=False, indent=1))
     else:
@@ -49,7 +52,10 @@ def verify_command(file, key, as_json):
             cap = (rep.get("manifest") or {}).get("capture") or {}
             click.echo(f"OK: {file} is intact; signed by key {rep['signed_by']['key_id']}"
                        f"{' (this instance)' if expected else ' (key not checked against an instance)'}")
-            click.echo(f"   {cap.get('url')} captured {cap.get('captured_at')} from {cap.get('server_ip')}")
+            if is_pdf:
+                click.echo(f"   evidence PDF of case {rep['manifest']['case']}, signed {rep['manifest']['signed_at']}")
+            else:
+                click.echo(f"   {cap.get('url')} captured {cap.get('captured_at')} from {cap.get('server_ip')}")
         else:
             click.echo(f"NOT INTACT: {file}", err=True)
             for problem in rep["problems"]:

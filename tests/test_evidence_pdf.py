@@ -67,6 +67,19 @@ def test_case_pdf_holds_urls_hashes_japanese_and_attachments(tmp_path, site):
     manifest = next(files.glob("*manifest.json"))
     assert json.loads(manifest.read_text())    # extractable, intact JSON
 
+    # `kesu evidence verify` accepts the PDF itself; one byte changed anywhere fails it.
+    checked = kesu_cli("evidence", "verify", str(out), env=env)
+    assert checked.returncode == 0 and "OK:" in checked.stdout and "(this instance)" in checked.stdout, checked
+    raw = out.read_bytes()
+    sealed_at = raw.index(b"KESU-PDF-SIGNATURE-V1:")
+    for at in (len(raw) // 3, sealed_at + 40, len(raw) - 10):
+        bad = tmp_path / f"bad-{at}.pdf"
+        bad.write_bytes(raw[:at] + bytes([raw[at] ^ 1]) + raw[at + 1:])
+        refused = kesu_cli("evidence", "verify", str(bad), env=env)
+        assert refused.returncode == 1 and "NOT INTACT" in refused.stderr, (at, refused.stdout, refused.stderr)
+    # No timestamp token is claimed where no TSA gave one (none is configured here).
+    assert "timestamp token" not in text.lower() or "no timestamp" in text.lower()
+
     # PDF/A-3b is declared in the metadata, and the export is audited.
     meta = subprocess.run(["pdfinfo", "-meta", str(out)], capture_output=True, text=True, check=True).stdout
     assert 'pdfaid:part="3"' in meta and 'pdfaid:conformance="B"' in meta

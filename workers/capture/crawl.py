@@ -338,7 +338,8 @@ def write_page(instance, keys: Keys, job_id, case_id, operator, result, links, m
         cases = sorted(str(c) for c in case_ids)
         manifest = ev.build_manifest(result, artifacts, operator=operator,
                                      case=(str(case_id) if case_id else ",".join(cases)), job=job_id, keys=org,
-                                     metadata_only=minor, media_kept=set(kept_media))
+                                     metadata_only=minor, media_kept=set(kept_media),
+                                     proxy=bool(settings.crawl_proxy))
         manifest_bytes, signature = ev.sign_manifest(manifest, org)
         artifacts_meta = {}
         for name, data in list(artifacts.items()) + [(ev.MANIFEST, manifest_bytes), (ev.SIGNATURE, signature)]:
@@ -355,6 +356,7 @@ def write_page(instance, keys: Keys, job_id, case_id, operator, result, links, m
                 evidence["timestamp_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
         evidence["artifacts"] = artifacts_meta
         evidence["metadata_only"] = minor
+        evidence["proxy"] = bool(settings.crawl_proxy)
 
     captured_at = result.captured_at.astimezone(timezone.utc).replace(tzinfo=None)
     sealed_key = seal(keys.public, data_key) if data_key else None

@@ -258,7 +258,7 @@ def wacz_internal_problems(data: bytes) -> list[str]:
 
 def build_manifest(result, artifacts: dict, *, operator: str = "", case: str | None = None,
                    job: int | None = None, keys=None, metadata_only: bool = False,
-                   media_kept: set | None = None) -> dict:
+                   media_kept: set | None = None, proxy: bool = False) -> dict:
     media_kept = media_kept or set()
     manifest = {
         "kesu_manifest": 1,
@@ -279,6 +279,8 @@ def build_manifest(result, artifacts: dict, *, operator: str = "", case: str | N
                    "truncated": bool(m.get("truncated")), "kept": m["sha256"] in media_kept}
                   for m in result.media],
         "metadata_only": metadata_only,
+        # through a proxy, the browser's server_ip is the proxy's address, not the site's
+        "network": {"proxy": bool(proxy)},
         "artifacts": {name: {"sha256": sha256(data), "bytes": len(data)} for name, data in sorted(artifacts.items())},
         "signed_at": iso(datetime.now(timezone.utc)),
     }
