@@ -11,15 +11,15 @@ import threading
 from urllib.parse import unquote
 
 from flask import Blueprint, current_app, jsonify, request
-from sqlalchemy import select
-from werkzeug.exceptions import RequestEntityTooLarge
+from sqlalchemy import func, select
+from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
 from crypto.sealing import unb64
 from intake import current_instance
-from intake.throttle import RateLimit, Throttle, retry_after
 from store import cases, continuation
-from store.models import OrgKey
+from store.models import OrgKey, Submission
 from store.vocabulary import LANGUAGES
+from web.throttle import WORK_HEADER, RateLimit, Throttle, Verdict, retry_after
 from workers import jobs  # job names only: the intake never imports code that decrypts
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -27,13 +27,14 @@ log = logging.getLogger("kesu.intake")
 
 SEAL_OVERHEAD = 48                       # crypto_box_SEALBYTES: an ephemeral key and a MAC
 PASSPHRASE_HEADER = "X-Kesu-Passphrase"
+MAX_PENDING_SUBMISSIONS = 5              # per case, waiting for the take-in worker
 _UNAUTHORISED = {"error": "unknown_case_or_passphrase",
                  "message": "The case number or the passphrase is not right."}
 _throttle_lock = threading.Lock()
 
 
-def _error(status: int, code: str, message: str, **headers):
-    response = jsonify(error=code, message=message)
+def _error(status: int, code: str, message: str, work: dict | None = None, **headers):
+    response = jsonify(error=code, message=message, **({"work": work} if work else {}))
     response.status_code = status
     for name, value in headers.items():
         response.headers[name.replace("_", "-")] = value
@@ -67,9 +68,34 @@ def too_large(_exc):
     return _error(413, "too_large", "The submission is larger than this server accepts.")
 
 
+@bp.app_errorhandler(HTTPException)
+def http_error(exc):
+    """The API answers in JSON, errors included (never an HTML page)."""
+    if not request.path.startswith(bp.url_prefix + "/"):
+        return exc
+    return _error(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"), exc.description or "")
+
+
+@bp.app_errorhandler(Exception)
+def unexpected(exc):
+    """An unexpected error: logged with the route template (web._App), answered in JSON."""
+    current_app.log_exception((type(exc), exc, exc.__traceback__))
+    if not request.path.startswith(bp.url_prefix + "/"):
+        return InternalServerError()
+    return _error(500, "server_error", "Something went wrong on our side. Nothing was changed.")
+
+
+def _slowed(verdict: Verdict, message: str):
+    """429: wait Retry-After seconds, or solve `work` (intake/static/js/pow.js) and send again."""
+    return _error(429, "slow_down", message, work=verdict.work, Retry_After=retry_after(verdict.wait))
+
+
 def _sealed_body():
     """(key_id, sealed bytes) from the JSON body, or an error response."""
-    body = request.get_json(silent=True, force=True)
+    try:
+        body = request.get_json(silent=True, force=True)
+    except RecursionError:                 # JSON nested deeper than the parser goes
+        body = None
     if not isinstance(body, dict) or not isinstance(body.get("key_id"), str) \
             or not isinstance(body.get("sealed"), str):
         return None, _error(400, "malformed", 'The body must be JSON {"key_id": str, "sealed": base64}.')
@@ -109,12 +135,13 @@ def page_language() -> str:
 def _authenticated(number: str):
     """(case_id, None) or (None, 401/429 response). The same path for every number."""
     inst = current_instance()
+    if not cases.normalize_number(number).isascii():   # digits of another script: never a case number
+        return None, _error(400, "malformed", "A case number has the digits 0-9 only.")
     key_name = cases.number_key(inst.pepper, number)
     gate = throttle()
-    wait = gate.begin(key_name)
-    if wait > 0:
-        return None, _error(429, "slow_down", "Too many tries. Please wait a little and try again.",
-                            Retry_After=retry_after(wait))
+    verdict = gate.begin(key_name, request.headers.get(WORK_HEADER))
+    if not verdict.allowed:
+        return None, _slowed(verdict, "Too many tries. Please wait a little and try again.")
     case_id = None
     try:
         case_id = cases.authenticate(inst, number, passphrase_header())
@@ -131,10 +158,9 @@ def create_case():
     if error:
         return error
     key_id, sealed = parsed
-    wait = creations().take()
-    if wait > 0:
-        return _error(429, "slow_down", "Many cases are being registered right now. Please try again shortly.",
-                      Retry_After=retry_after(wait))
+    verdict = creations().take(request.headers.get(WORK_HEADER))
+    if not verdict.allowed:
+        return _slowed(verdict, "Many cases are being registered right now. Please try again shortly.")
     number, passphrase, _case_id, submission_id = cases.create_case(current_instance(), key_id, sealed,
                                                                     language=page_language())
     _enqueue("take_in", submission_id)
@@ -150,7 +176,14 @@ def add_signals(number):
     if error:
         return error
     key_id, sealed = parsed
-    submission_id = cases.add_submission(current_instance(), case_id, key_id, sealed)
+    inst = current_instance()
+    with inst.session() as s:
+        waiting = s.execute(select(func.count()).select_from(Submission).where(Submission.case_id == case_id)).scalar()
+    if waiting >= int(inst.settings.extra.get("max_pending_submissions", MAX_PENDING_SUBMISSIONS)):
+        # Each case holds a few submissions not yet taken in, never an unbounded pile.
+        return _error(429, "still_taking_in", "Your earlier additions are still being taken in. "
+                      "Please try again in a few minutes.", Retry_After="120")
+    submission_id = cases.add_submission(inst, case_id, key_id, sealed)
     _enqueue("take_in", submission_id)
     return jsonify(received=True), 202
 

@@ -7,6 +7,7 @@
 // no cookies, no localStorage, no history entries (links use location.replace).
 import { seal, toBase64 } from './seal.js';
 import { videoSignals } from './video.js';
+import { fetchWithWork } from './pow.js';
 
 const $ = (sel, root = document) => root.querySelector(sel);
 
@@ -456,7 +457,7 @@ if (document.body.dataset.page === 'intake') {
   copyButtons();
   setupForm({
     mode: 'create',
-    send: (body) => fetch('/api/v1/cases', {
+    send: (body) => fetchWithWork('/api/v1/cases', {
       method: 'POST', body, credentials: 'omit', cache: 'no-store',
       headers: { 'Content-Type': 'application/json' },
     }),

@@ -2,6 +2,7 @@
 // items, or withdraw the whole case. The passphrase travels only in a request header to our
 // own origin; nothing is kept in the browser.
 import { setupForm, setupPage, t } from './intake.js';
+import { fetchWithWork } from './pow.js';
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -24,9 +25,9 @@ function api(method, path, body) {
   const { number, passphrase } = credentials();
   const headers = { 'X-Kesu-Passphrase': encodeURIComponent(passphrase) };
   if (body) headers['Content-Type'] = 'application/json';
-  return fetch(`/api/v1/cases/${encodeURIComponent(number || '0')}${path}`, {
+  return fetchWithWork(`/api/v1/cases/${encodeURIComponent(number || '0')}${path}`, {
     method, headers, body, credentials: 'omit', cache: 'no-store',
-  });
+  }, { onWork: (working) => { if (working) say(t('working')); } });
 }
 
 function say(text, kind = '') {
