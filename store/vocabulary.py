@@ -11,8 +11,12 @@ NOTICE_CATEGORIES = CATEGORIES + ("dmca",)
 # The languages of every page, notice and passphrase.
 LANGUAGES = ("ja", "en")
 
-# What a registered item is (one file she chose).
-ITEM_KINDS = ("photo", "video", "selfie")
+# What a registered item is (one file she chose). "source": an ordinary photo of herself (the
+# school or social-media photo a fake was made from, DESIGN §6.3 #source-photos): its PDQ and
+# face are searched for, but it is never treated as intimate content.
+ITEM_KINDS = ("photo", "video", "selfie", "source")
+# Kinds whose face is measured (never the photos she reports, DESIGN §6.3).
+FACE_ITEM_KINDS = ("selfie", "source")
 
 # A case as the victim's status page names it (DESIGN.md §6.3).
 CASE_STATUSES = ("received", "searching", "found", "requested", "removed", "withdrawn")

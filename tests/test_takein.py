@@ -95,7 +95,7 @@ BROKEN = [
     ("consent.at", lambda p: p["consent"].update(at="2026-02-30")),
     ("pdq hash", lambda p: p["signals"][0].update(hash="XYZ")),
     ("pdq variant", lambda p: p["signals"][0].update(variant="crop-2:1")),
-    ("faces are taken from selfies only", lambda p: p["signals"][4].update(item="p1")),
+    ("faces are taken from selfies and source photos only", lambda p: p["signals"][4].update(item="p1")),
     ("face descriptor", lambda p: p["signals"][4].update(descriptor=[0.1] * 127)),
     ("vpdq frames", lambda p: p["signals"][3].update(frames=[[0, 70, "nothex"]])),
     ("must name one of items", lambda p: p["signals"][1].update(item="zz")),
@@ -111,6 +111,23 @@ def test_validation_names_the_broken_rule(rule, breaks):
     payload = copy.deepcopy(GOOD)
     breaks(payload)
     with pytest.raises(takein.PayloadError, match=rule.split(" ")[0].replace("[", r"\[").replace("]", r"\]")):
+        takein.validate(payload)
+
+
+def test_source_photos_carry_pdq_and_a_face_and_no_file_hash():
+    """Her ordinary photos (DESIGN §6.3 #source-photos): searched by PDQ and face, a kind of
+    their own so nothing treats them as intimate content; an exact file hash is not theirs."""
+    payload = copy.deepcopy(GOOD)
+    payload["items"].append({"item": "o1", "kind": "source", "label": "photo of me 1"})
+    payload["signals"] += [{"type": "pdq", "hash": "1e" * 32, "quality": 90, "item": "o1", "variant": "full"},
+                           {"type": "face", "descriptor": [0.02 * i for i in range(128)], "item": "o1"}]
+    assert takein.validate(copy.deepcopy(payload))
+    payload["signals"].append({"type": "sha256", "hash": "ef" * 32, "item": "o1"})
+    with pytest.raises(takein.PayloadError, match="file hashes belong to photos and videos"):
+        takein.validate(payload)
+    payload["signals"].pop()
+    payload["items"][-1]["kind"] = "intimate"
+    with pytest.raises(takein.PayloadError, match="kind must be photo, video, selfie, source"):
         takein.validate(payload)
 
 

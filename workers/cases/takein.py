@@ -25,7 +25,7 @@ from crypto import CryptoError, envelope
 from crypto.sealing import unseal
 from store.cases import details_aad, label_aad, signal_aad
 from store.models import Case, Item, Signal, Submission, today
-from store.vocabulary import CATEGORIES, ITEM_KINDS, LANGUAGES
+from store.vocabulary import CATEGORIES, FACE_ITEM_KINDS, ITEM_KINDS, LANGUAGES
 from workers.system import context
 
 log = logging.getLogger("kesu.takein")
@@ -108,7 +108,7 @@ def validate(payload) -> dict:
         _need(isinstance(it["item"], str) and _ITEM.match(it["item"]) is not None,
               "items[].item must be 1-20 letters, digits, - or _")
         _need(it["item"] not in kinds, "items[].item must be unique")
-        _need(it["kind"] in ITEM_KINDS, "items[].kind must be photo, video or selfie")
+        _need(it["kind"] in ITEM_KINDS, "items[].kind must be " + ", ".join(ITEM_KINDS))
         _need(isinstance(it["label"], str) and len(it["label"]) <= 200, "items[].label must be text (200 at most)")
         kinds[it["item"]] = it["kind"]
 
@@ -124,7 +124,7 @@ def validate(payload) -> dict:
             _need(isinstance(sig["hash"], str) and _HEX64.match(sig["hash"]) is not None, "pdq hash must be 64 lowercase hex")
             _need(_is_int(sig["quality"]) and 0 <= sig["quality"] <= 100, "pdq quality must be 0-100")
             _need(sig["variant"] in PDQ_VARIANTS, "pdq variant is not one of " + ", ".join(PDQ_VARIANTS))
-            _need(kind == "photo", "pdq signals belong to photos")
+            _need(kind in ("photo", "source"), "pdq signals belong to photos and source photos")
         elif t == "sha256":
             _keys(sig, {"type", "hash", "item"}, set(), "sha256 signal")
             _need(isinstance(sig["hash"], str) and _HEX64.match(sig["hash"]) is not None, "sha256 must be 64 lowercase hex")
@@ -148,7 +148,7 @@ def validate(payload) -> dict:
             d = sig["descriptor"]
             _need(isinstance(d, list) and len(d) == 128 and all(_is_num(x) and abs(x) < 10 for x in d),
                   "face descriptor must be 128 finite numbers")
-            _need(kind == "selfie", "faces are taken from selfies only")
+            _need(kind in FACE_ITEM_KINDS, "faces are taken from selfies and source photos only")
         else:
             raise PayloadError("signals[].type must be pdq, sha256, md5, vpdq or face")
     return payload

@@ -140,6 +140,11 @@ function kindOf(file) {
   return /\.(mp4|m4v|mov|webm|mkv|avi|3gp|ogv)$/i.test(file.name) ? 'video' : 'photo';
 }
 
+// Up to five selfies (ahead, turned left and right, with and without glasses): the case's
+// faces form one template, matched on its best face (bench/bench_face_roc.py).
+const MAX_SELFIES = 5;
+const WORKER_OP = { photo: 'photo', selfie: 'faces', source: 'source' };
+
 function randomSuffix() {
   const bytes = crypto.getRandomValues(new Uint8Array(4));
   return Array.from(bytes, (b) => (b % 36).toString(36)).join('');
@@ -174,24 +179,35 @@ export function setupForm(options) {
     return q('#known-urls').value.split(/\s+/).map((s) => s.trim()).filter(Boolean);
   }
 
+  // Ordinary photos of herself (DESIGN §6.3 #no-images): only while that path is open.
+  const sourcePhotos = () => (q('#no-images').checked ? [...q('#source-photos').files] : []);
+  q('#no-images').addEventListener('change', () => {
+    const open = q('#no-images').checked;
+    q('#source-photos-area').hidden = !open;
+    q('#no-images').setAttribute('aria-expanded', String(open));
+  });
+
   function check() {
     const files = [...q('#files').files];
     const selfies = [...q('#selfies').files];
+    const sources = sourcePhotos();
     if (!q('#category').value) return [t('need-category'), q('#category')];
     for (const url of knownUrls()) {
       if (!/^https?:\/\/\S+$/i.test(url)) return [t('bad-url', url), q('#known-urls')];
     }
     const email = q('#contact-email').value.trim();
     if (email && !/^[^@\s]+@[^@\s]+$/.test(email)) return [t('bad-email'), q('#contact-email')];
-    if (!files.length && !selfies.length && !knownUrls().length) return [t('need-something'), q('#files')];
+    if (!files.length && !selfies.length && !sources.length && !knownUrls().length) return [t('need-something'), q('#files')];
+    if (selfies.length > MAX_SELFIES) return [t('too-many-selfies'), q('#selfies')];
     if (selfies.length && !q('#consent-faces').checked) return [t('need-faces'), q('#consent-faces')];
+    if (sources.length && !q('#consent-faces').checked) return [t('need-faces-source'), q('#consent-faces')];
     if (!q('#consent-takedown').checked) return [t('need-takedown'), q('#consent-takedown')];
     return null;
   }
 
   function makeEntries() {
-    const counters = { photo: 0, video: 0, selfie: 0 };
-    const letter = { photo: 'p', video: 'v', selfie: 's' };
+    const counters = { photo: 0, video: 0, selfie: 0, source: 0 };
+    const letter = { photo: 'p', video: 'v', selfie: 's', source: 'o' };
     const suffix = options.mode === 'add' ? `-${randomSuffix()}` : '';
     const entries = [];
     const add = (file, kind) => {
@@ -203,6 +219,7 @@ export function setupForm(options) {
     };
     for (const f of q('#files').files) add(f, kindOf(f));
     for (const f of q('#selfies').files) add(f, 'selfie');
+    for (const f of sourcePhotos()) add(f, 'source');
     return entries;
   }
 
@@ -245,7 +262,12 @@ export function setupForm(options) {
     let chosen = null;
     if (faces.length === 1) chosen = faces[0];
     else if (faces.length > 1 && Number.isInteger(entry.choice) && entry.choice >= 0) chosen = faces[entry.choice];
-    return chosen ? [{ type: 'face', descriptor: chosen.descriptor, item: entry.item }] : [];
+    const face = chosen ? [{ type: 'face', descriptor: chosen.descriptor, item: entry.item }] : [];
+    if (entry.kind === 'source') {      // her ordinary photo: its PDQ (an edit keeps most of it) and her face
+      return [...r.pdq.map((p) => ({ type: 'pdq', hash: p.hash, quality: p.quality, item: entry.item, variant: p.variant })),
+        ...face];
+    }
+    return face;
   }
 
   function payload() {
@@ -261,7 +283,7 @@ export function setupForm(options) {
         takedown: q('#consent-takedown').checked,
         hotline: q('#consent-hotline').checked,
         share_hashes: q('#consent-share-hashes').checked,
-        faces: q('#consent-faces').checked && state.entries.some((e) => e.kind === 'selfie'),
+        faces: q('#consent-faces').checked && state.entries.some((e) => e.kind === 'selfie' || e.kind === 'source'),
         at: localDay(),
       },
       signals: included.flatMap(signalsOf),
@@ -280,6 +302,10 @@ export function setupForm(options) {
     const box = entry.ui.extra;
     box.replaceChildren();
     const faces = entry.result.faces || [];
+    if (faces.length === 0 && entry.kind === 'source') {     // no face: its fingerprints still go
+      entry.ui.status.textContent = `${t('item-ok')} (${t('counts', signalsOf(entry).length)})`;
+      return;
+    }
     if (faces.length === 0) {
       entry.ui.status.textContent = t('faces-none');
       entry.ui.li.classList.add('left-out');
@@ -342,7 +368,7 @@ export function setupForm(options) {
         const onProgress = (p) => { entry.ui.progress.value = p; setOverall(p); };
         let result;
         if (entry.kind === 'video') result = await videoSignals(entry.file, { onProgress });
-        else result = await inWorker(entry.kind === 'selfie' ? 'faces' : 'photo', entry.file, onProgress);
+        else result = await inWorker(WORKER_OP[entry.kind], entry.file, onProgress);
         entry.ui.progress.value = 1;
         // A video this browser cannot decode still has its file hashes: an exact copy matches.
         const hashesOnly = entry.kind === 'video' && result && result.error && result.sha256 && result.md5;
@@ -353,7 +379,7 @@ export function setupForm(options) {
           entry.ui.li.classList.add('left-out');
         } else {
           entry.result = result;
-          if (entry.kind === 'selfie') facesUi(entry);
+          if (entry.kind === 'selfie' || entry.kind === 'source') facesUi(entry);
           else entry.ui.status.textContent = `${t('item-ok')} (${t('counts', signalsOf(entry).length)})`;
         }
         done += 1;
@@ -371,7 +397,7 @@ export function setupForm(options) {
 
   async function submit() {
     if (!state.reviewed || state.busy) return;
-    const undecided = state.entries.find((e) => e.kind === 'selfie' && e.result
+    const undecided = state.entries.find((e) => (e.kind === 'selfie' || e.kind === 'source') && e.result
       && (e.result.faces || []).length > 1 && e.choice === null);
     if (undecided) {
       showError(t('faces-choose'), undecided.ui.li.querySelector('input[type=radio]'));

@@ -4,6 +4,7 @@
 //
 // Messages in:  {id, op: 'photo', file}  -> photoSignals(file)
 //               {id, op: 'faces', file}  -> faces of a selfie (descriptors as plain arrays)
+//               {id, op: 'source', file} -> both: an ordinary photo of herself (PDQ and faces)
 // Messages out: {id, progress: 0..1} while working, then {id, result} or {id, error: {code, message}}.
 import { decodeBitmap, photoSignals } from './photo.js';
 
@@ -63,6 +64,9 @@ self.onmessage = (event) => {
         progress(1);
       } else if (op === 'faces') {
         result = await faces(file, progress);
+      } else if (op === 'source') {
+        const photo = await photoSignals(file);
+        result = photo.error ? photo : { ...photo, ...(await faces(file, (p) => progress(0.5 + p / 2))) };
       } else {
         result = { error: { code: 'internal', message: `unknown operation ${op}` } };
       }
