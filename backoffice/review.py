@@ -10,6 +10,7 @@ every view, thumbnail and decision is written to the audit log (ids only, never 
 Decisions also go to Review rows and train the confidence model (workers.matching.matcher.retrain).
 """
 import io
+import math
 
 from flask import (
     Blueprint,
@@ -29,7 +30,7 @@ from backoffice import current_instance, login_required
 from crypto.sealing import unseal
 from store import audit
 from store.cases import mark_found
-from store.models import Capture, Case, Match, Media, Review, Takedown, utcnow
+from store.models import Capture, Case, Item, Match, Media, Review, Takedown, utcnow
 from store.urls import domain_id
 from workers.matching.confidence import FLAG_AT
 
@@ -54,12 +55,27 @@ def _actor() -> str:
 
 # --- the queue ---------------------------------------------------------------------------------
 
-def queue_page(instance, view: str = "open", page: int = 1) -> tuple[list[dict], int]:
-    """One page of (case, media) pairs in the given states, most confident first; and the total."""
+def face_reason(evidence: dict) -> str | None:
+    """The plain reason of a face candidate: where its distance stands among other people's
+    crawled faces (workers.matching.index.FaceCohort), or None while the cohort is too small."""
+    closer, n = evidence.get("face_closer"), evidence.get("cohort")
+    if closer is None or not n:
+        return None
+    if closer >= 1.0:
+        return _("closer than all %(n)s other faces seen", n=f"{int(n):,}")
+    pct = math.floor(float(closer) * 1000) / 10          # never rounded up to a better figure
+    return _("closer than %(pct)s %% of other faces seen (%(n)s)", pct=f"{pct:.1f}", n=f"{int(n):,}")
+
+
+def queue_page(instance, view: str = "open", page: int = 1, case: int | None = None) -> tuple[list[dict], int]:
+    """One page of (case, media) pairs in the given states, most confident first; and the total.
+    With `case`: that case's candidates only (its face candidates best first)."""
     states = VIEWS.get(view, VIEWS["open"])
     with instance.session() as s:
         pairs_q = (select(Match.case_id, Match.media_id, func.max(Match.confidence).label("p"))
                    .where(Match.state.in_(states)).group_by(Match.case_id, Match.media_id))
+        if case is not None:
+            pairs_q = pairs_q.where(Match.case_id == case)
         total = s.execute(select(func.count()).select_from(pairs_q.subquery())).scalar() or 0
         pairs = s.execute(pairs_q.order_by(func.max(Match.confidence).desc(), Match.media_id.desc())
                           .limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)).all()
@@ -71,12 +87,17 @@ def queue_page(instance, view: str = "open", page: int = 1) -> tuple[list[dict],
             capture = s.get(Capture, media.capture_id) if media else None
             case = s.get(Case, case_id)
             items = sorted({(m.evidence or {}).get("item") for m in matches} - {None})
+            item_kinds = dict(s.execute(select(Item.item, Item.kind).where(Item.case_id == case_id,
+                                                                          Item.item.in_(items))).all()) if items else {}
             rows.append({
                 "key": f"{case_id}:{media_id}", "case": case_id, "media": media_id,
                 "category": case.category if case else None,
                 "confidence": float(p or 0), "flagged": float(p or 0) >= FLAG_AT,
                 "kinds": [{"kind": m.kind, "distance": m.distance, "id": m.id, "state": m.state,
-                           "evidence": m.evidence or {}} for m in matches],
+                           "evidence": m.evidence or {},
+                           "item_kind": item_kinds.get((m.evidence or {}).get("item")),
+                           "reason": face_reason(m.evidence or {}) if m.kind == "face" else None}
+                          for m in matches],
                 "state": matches[0].state if len({m.state for m in matches}) == 1 else "mixed",
                 "matched_items": items,
                 "url": media.url if media else "", "mime": media.mime if media else "",
@@ -107,14 +128,15 @@ def queue():
     if view not in VIEWS:
         view = "open"
     page = max(1, request.args.get("page", 1, type=int) or 1)
-    rows, total = queue_page(instance, view, page)
+    case = request.args.get("case", type=int)
+    rows, total = queue_page(instance, view, page, case)
     labels = _labels(instance, {r["case"] for r in rows})
     with instance.session() as s:
         audit.record(s, _actor(), "review.view", "review", view=view, page=page,
                      pairs=[r["key"] for r in rows])
     pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
     return render_template("backoffice/review.html", rows=rows, labels=labels, view=view, views=list(VIEWS),
-                           page=page, pages=pages, total=total, flag_at=FLAG_AT)
+                           page=page, pages=pages, total=total, flag_at=FLAG_AT, case=case)
 
 
 # --- thumbnails ----------------------------------------------------------------------------------
