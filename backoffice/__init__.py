@@ -27,6 +27,15 @@ def create_app(instance: Instance | None = None):
     route_log(app, "kesu.backoffice")
 
     @app.before_request
+    def remember_language():
+        """The language staff chose stays theirs on every page (?lang= on one page sets it)."""
+        from store.vocabulary import LANGUAGES
+        chosen = request.args.get("lang")
+        if chosen in LANGUAGES and session.get("lang") != chosen:
+            session["lang"] = chosen
+        g.remembered_language = session.get("lang")
+
+    @app.before_request
     def load_staff():
         g.staff = None
         staff_id = session.get("staff_id")
@@ -38,9 +47,13 @@ def create_app(instance: Instance | None = None):
             else:
                 g.staff = staff
 
+    app.jinja_env.globals["can_open"] = can_open
+    app.jinja_env.globals["category_label"] = category_label
+
     from backoffice import (
         admin,
         auth,
+        cases,
         domains,
         main,
         manual,
@@ -49,8 +62,8 @@ def create_app(instance: Instance | None = None):
         stats,
         takedown,
     )
-    for blueprint in (auth.bp, main.bp, review.bp, takedown.bp, manual.bp, domains.bp, patrol.bp, stats.bp,
-                      admin.bp):
+    for blueprint in (auth.bp, main.bp, review.bp, takedown.bp, cases.bp, manual.bp, domains.bp, patrol.bp,
+                      stats.bp, admin.bp):
         app.register_blueprint(blueprint)
     logging.getLogger("kesu.backoffice").debug("back office ready")
     return app
@@ -71,5 +84,26 @@ def login_required(*roles):
             if roles and g.staff.role not in roles and g.staff.role != "admin":
                 abort(403)
             return view(*args, **kwargs)
+        wrapped.roles = roles               # read by can_open: pages show only links that open
         return wrapped
     return decorator
+
+
+def can_open(endpoint: str) -> bool:
+    """Whether the logged-in staff member's role may open `endpoint` (templates hide the rest)."""
+    from flask import current_app
+    staff = g.get("staff")
+    view = current_app.view_functions.get(endpoint)
+    if staff is None or view is None:
+        return False
+    roles = getattr(view, "roles", ())
+    return not roles or staff.role in roles or staff.role == "admin"
+
+
+def category_label(code: str | None) -> str:
+    """A case category in the reader's language (store.vocabulary.CATEGORIES are codes)."""
+    from flask_babel import gettext as _
+    labels = {"adult_ncii": _("Intimate images shared without consent (adult)"), "minor": _("Minor (hotline only)"),
+              "deepfake": _("Deepfake"), "voyeur": _("Voyeurism (secretly filmed)"),
+              "coerced_av": _("Coerced adult-video appearance"), "dmca": _("Copyright (DMCA)")}
+    return labels.get(code or "", code or "—")

@@ -18,7 +18,7 @@ from flask_babel import gettext as _
 from sqlalchemy import func, select
 
 from backoffice import current_instance, login_required
-from store import audit
+from store import audit, people
 from store.models import Case, Domain, Notice, Schedule, Takedown, TakedownEvent, utcnow
 from store.vocabulary import LANGUAGES, TAKEDOWN_STATUSES
 from workers.takedown import notify, predict
@@ -80,7 +80,10 @@ def item(takedown_id):
         chosen = request.args.get("route") or td.proposal or td.route or predict.first_route(steps)
         if chosen not in [st["route"] for st in steps]:
             chosen = predict.first_route(steps)
-        lang = request.args.get("lang") or (case.language if case and case.language in LANGUAGES else "ja")
+        # the notice's language (not the page's: ?lang= is the staff member's own language)
+        lang = request.args.get("notice_lang")
+        if lang not in LANGUAGES:
+            lang = notify.default_language(domain)
         preview, refused = None, None
         try:
             preview = notify.render(instance, s, td, chosen, lang)
@@ -92,10 +95,12 @@ def item(takedown_id):
                            .order_by(TakedownEvent.id.desc())).scalars().all()
         next_check = s.execute(select(Schedule.due_at).where(Schedule.ref == str(td.id),
                                                              Schedule.kind.in_(("recheck", "reupload")))).scalar()
+        name = people.describer(s)
+        actors = {e.actor: name(e.actor) for e in events}
         audit.record(s, f"staff:{g.staff.id}", "takedown_open", f"takedown:{td.id}")
     return render_template("backoffice/takedown_item.html", td=td, domain=domain, category=category, steps=steps,
                            chosen=chosen, lang=lang, preview=preview, refused=refused, notices=notices,
-                           events=events, next_check=next_check, route_labels=route_labels(),
+                           events=events, actors=actors, next_check=next_check, route_labels=route_labels(),
                            status_labels=status_labels(), prediction=prediction_text(domain.prediction if domain else None))
 
 
@@ -107,14 +112,28 @@ def send(takedown_id):
     lang = request.form.get("lang", "ja")
     address = request.form.get("address", "").strip() or None
     again = request.form.get("again") == "1"
+    lang = lang if lang in LANGUAGES else "ja"
+    if request.form.get("confirm") != "1":
+        # the confirmation step: who receives it, in which language, what it says
+        with instance.session() as s:
+            td = s.get(Takedown, takedown_id)
+            if td is None:
+                abort(404)
+            try:
+                preview = notify.render(instance, s, td, route, lang)
+            except notify.RouteRefused as exc:
+                flash(_("Not sent: %(reason)s", reason=str(exc)), "error")
+                return redirect(url_for("takedown.item", takedown_id=takedown_id, route=route, notice_lang=lang))
+        return render_template("backoffice/takedown_confirm.html", td=td, route=route, lang=lang, address=address,
+                               again=again, preview=preview, route_labels=route_labels())
     try:
-        notice_id = notify.prepare(instance, takedown_id, route, lang if lang in LANGUAGES else "ja",
+        notice_id = notify.prepare(instance, takedown_id, route, lang,
                                    actor=f"staff:{g.staff.id}", address=address, again=again)
     except KeyError:
         abort(404)
     except (notify.RouteRefused, ValueError) as exc:
         flash(_("Not sent: %(reason)s", reason=str(exc)), "error")
-        return redirect(url_for("takedown.item", takedown_id=takedown_id, route=route, lang=lang))
+        return redirect(url_for("takedown.item", takedown_id=takedown_id, route=route, notice_lang=lang))
     with instance.session() as s:
         notice = s.get(Notice, notice_id)
         audit.record(s, f"staff:{g.staff.id}", "notice_prepare", f"takedown:{takedown_id}", notice=notice_id,
@@ -128,7 +147,7 @@ def send(takedown_id):
         flash(_("This notice was already sent."), "ok")
     else:
         flash(_("Copy the text into the contact form, then mark it as sent."), "ok")
-    return redirect(url_for("takedown.item", takedown_id=takedown_id, route=route, lang=lang) + "#notices")
+    return redirect(url_for("takedown.item", takedown_id=takedown_id, route=route, notice_lang=lang) + "#notices")
 
 
 @bp.route("/<int:takedown_id>/notices/<int:notice_id>/sent", methods=["POST"])

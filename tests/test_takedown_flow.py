@@ -153,6 +153,13 @@ def test_confirmed_match_to_removal(tmp_path, database_url, own_redis, smtp, sit
     page = client.get(f"/takedowns/{td}?lang=en").get_data(as_text=True)
     assert "Hosting provider" in page and page_url in page and "abuse@hosting.example" in page
     assert "Likely to remove" in page
+    # The notice is in the site's language by default (a Japanese site: Japanese, whatever the
+    # victim's language); choosing another one for the notice leaves the page in the staff's language,
+    # and the staff's language stays chosen on the next page.
+    assert '<textarea id="notice-text" readonly rows="24" lang="ja">' in page and '<html lang="en">' in page
+    page = client.get(f"/takedowns/{td}?notice_lang=en").get_data(as_text=True)
+    assert '<textarea id="notice-text" readonly rows="24" lang="en">' in page and '<html lang="en">' in page
+    assert '<html lang="en">' in client.get("/takedowns/").get_data(as_text=True)
     # The notice in both languages.
     with inst.session() as s:
         ja = notify.render(inst, s, s.get(Takedown, td), "host", "ja")
@@ -162,11 +169,21 @@ def test_confirmed_match_to_removal(tmp_path, database_url, own_redis, smtp, sit
     assert "2日" in ja.body and "第4条" in ja.body and "two days" in en.body
 
     # One click: send (Japanese). Then Redis loses the job; the sweep finds the notice again.
+    # The send step first confirms the recipient and the language; only the confirmation sends.
     token = csrf(client, f"/takedowns/{td}")
+    r = client.post(f"/takedowns/{td}/send?lang=en", data={"route": "host", "lang": "ja", "csrf_token": token,
+                                                           "address": "abuse@hosting.example"})
+    confirm = r.get_data(as_text=True)
+    assert r.status_code == 200 and 'id="confirm-send"' in confirm
+    assert re.search(r'id="confirm-recipient">abuse@hosting\.example<', confirm)
+    assert re.search(r'id="confirm-language">日本語<', confirm)
+    with inst.session() as s:
+        assert s.execute(select(Notice).where(Notice.channel != "victim")).first() is None   # nothing sent yet
     r = client.post(f"/takedowns/{td}/send", data={"route": "host", "lang": "ja", "csrf_token": token,
-                                                   "address": "abuse@hosting.example"})
+                                                   "address": "abuse@hosting.example", "confirm": "1"})
     assert r.status_code == 302
-    r = client.post(f"/takedowns/{td}/send", data={"route": "host", "lang": "ja", "csrf_token": token})
+    r = client.post(f"/takedowns/{td}/send", data={"route": "host", "lang": "ja", "csrf_token": token,
+                                                   "confirm": "1"})
     with inst.session() as s:
         notices = s.execute(select(Notice).where(Notice.channel != "victim")).scalars().all()
         assert len(notices) == 1                                       # the second click made no second notice
@@ -267,7 +284,7 @@ def test_confirmed_match_to_removal(tmp_path, database_url, own_redis, smtp, sit
 
     # Item page shows the history, and the re-upload watch re-opens it when the media is back.
     page = client.get(f"/takedowns/{td}?lang=en").get_data(as_text=True)
-    assert "removed" in page
+    assert "Removed" in page and "staff@example.org (staff)" in page and "staff:1" not in page
     site.pages["/v/1"] = (200, b'<html><img src="/m/1.jpg"></html>')
     site.pages["/m/1.jpg"] = (200, media_body)
     seen = []
@@ -370,7 +387,7 @@ def test_form_routes_are_marked_sent_and_smtp_failures_are_safe(tmp_path, smtp):
     page = client.get(f"/takedowns/{td}?lang=en&route=search_engine").get_data(as_text=True)
     assert "support.google.com" in page and 'id="notice-text"' in page and "readonly" in page
     token = csrf(client, f"/takedowns/{td}")
-    client.post(f"/takedowns/{td}/send", data={"route": "site", "lang": "en", "csrf_token": token})
+    client.post(f"/takedowns/{td}/send", data={"route": "site", "lang": "en", "csrf_token": token, "confirm": "1"})
     with inst.session() as s:
         n = s.execute(select(Notice)).scalar_one()
         assert n.channel == "form" and n.state == "form_ready"

@@ -85,8 +85,11 @@ def current_language() -> str:
 
 
 def select_language() -> str:
-    """?lang= wins; otherwise Japanese whenever the browser asks for it, else English."""
+    """?lang= wins, then a choice the app remembered (the back office keeps it in the staff
+    session: g.remembered_language); otherwise Japanese whenever the browser asks for it."""
     chosen = request.args.get("lang")
+    if chosen not in LANGUAGES:
+        chosen = g.get("remembered_language")
     if chosen in LANGUAGES:
         g.language = chosen
         return chosen

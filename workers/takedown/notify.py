@@ -166,6 +166,15 @@ def archive(public_key: bytes, notice_id: int, raw: bytes) -> bytes:
     return len(sealed_key).to_bytes(2, "big") + sealed_key + envelope.encrypt(key, raw, _aad(notice_id))
 
 
+def default_language(domain) -> str:
+    """A notice is written in the site's language: the domain's language when it is one we
+    write (ja, en), else Japanese for a site in Japan, else English."""
+    code = ((domain.language if domain else "") or "").strip().lower()[:2]
+    if code in LANGUAGES:
+        return code
+    return "ja" if domain is not None and (domain.country or "").upper() == "JP" else "en"
+
+
 def open_archive(instance, notice: Notice) -> bytes:
     size = int.from_bytes(notice.archived[:2], "big")
     key = unseal(instance.private_keys().private_key, notice.archived[2:2 + size])
