@@ -14,48 +14,76 @@ def evidence_group():
     """Evidence: the case PDF for lawyers, one capture's files, verification."""
 
 
-def _known_verify_key():
-    """The org verify key of the instance in reach, if there is one (never required)."""
+def _instance_in_reach():
+    """The instance this command runs in (its config and database), if there is one."""
     try:
         from workers.system import context
         try:
-            inst = context.instance()
+            return context.instance()
         except RuntimeError:
             from store.config import load
             from store.instance import Instance
             inst = Instance(load())
-            if not inst.initialised():
-                return None
-        from crypto.sealing import unb64
-        return unb64(inst.active_key().bundle["verify_key"])
+            return inst if inst.initialised() else None
     except Exception:
         return None
 
 
+def _pin(keys, fingerprints, inst):
+    """The keys an export may be signed with: given on the command line, else the instance's own
+    (every key it has signed with, rotated ones included), else none (verification then fails)."""
+    from crypto.sealing import unb64
+    from workers.capture.evidence import Pin
+    if keys or fingerprints:
+        return Pin([unb64(k) for k in keys], fingerprints,
+                   source="pinned by --key" if keys and not fingerprints else "pinned by --fingerprint")
+    if inst is None:
+        return Pin()
+    from sqlalchemy import select
+
+    from store.models import OrgKey
+    with inst.session() as s:
+        bundles = s.execute(select(OrgKey.bundle)).scalars().all()
+    return Pin([unb64(b["verify_key"]) for b in bundles], source="this instance")
+
+
 @evidence_group.command("verify")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--key", help="The Ed25519 verify key (base64) the export must be signed with.")
+@click.option("--fingerprint", "fingerprints", multiple=True,
+              help="The signing key's fingerprint (SHA-256, as printed in the evidence PDF and notices; "
+                   "at least its first 32 hex digits).")
+@click.option("--key", "keys", multiple=True, help="The Ed25519 verify key (base64) the file must be signed with.")
+@click.option("--tsa-ca", type=click.Path(exists=True, dir_okay=False),
+              help="PEM certificate(s) of the timestamp authority's CA (default: the instance's tsa_ca_file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify_command(file, key, as_json):
-    """Check an exported capture (ZIP) or evidence PDF: every byte, the signature (exit 1 if not intact)."""
-    from crypto.sealing import unb64
+def verify_command(file, fingerprints, keys, tsa_ca, as_json):
+    """Check an exported capture (ZIP) or evidence PDF: every byte, a signature by a pinned key,
+    the RFC 3161 timestamp (exit 1 if any fails). Without --fingerprint or --key the signing
+    key must be one of the instance's own."""
     from workers.capture.evidence import verify
     from workers.capture.pdf import verify_pdf
-    expected = unb64(key) if key else _known_verify_key()
+    from workers.capture.timestamp import load_roots
+    inst = None if (keys or fingerprints) and tsa_ca else _instance_in_reach()
+    pin = _pin(keys, fingerprints, inst)
+    roots = load_roots(tsa_ca or (inst.settings.tsa_ca_file if inst else ""))
     with open(file, "rb") as fh:
         is_pdf = fh.read(5) == b"%PDF-"
-    rep = (verify_pdf if is_pdf else verify)(file, expected)
+    rep = (verify_pdf if is_pdf else verify)(file, pin, roots)
+    rep["pinned_by"] = pin.source or None
     if as_json:
-        click.echo(json.dumps(rep, ensure_ascii=False, indent=1))
+        click.echo(json.dumps(rep, ensure_ascii=False, indent=1, default=str))
     else:
         if rep["ok"]:
             cap = (rep.get("manifest") or {}).get("capture") or {}
-            click.echo(f"OK: {file} is intact; signed by key {rep['signed_by']['key_id']}"
-                       f"{' (this instance)' if expected else ' (key not checked against an instance)'}")
+            click.echo(f"OK: {file} is intact; signed by key {rep['signed_by']['key_id']} ({pin.source})")
+            click.echo(f"   key fingerprint {rep['signed_by']['fingerprint']}")
             if is_pdf:
                 click.echo(f"   evidence PDF of case {rep['manifest']['case']}, signed {rep['manifest']['signed_at']}")
             else:
                 click.echo(f"   {cap.get('url')} captured {cap.get('captured_at')} from {cap.get('server_ip')}")
+            if rep.get("timestamp"):
+                ts = rep["timestamp"]
+                click.echo(f"   timestamp {ts['time']} by {ts['tsa']}")
         else:
             click.echo(f"NOT INTACT: {file}", err=True)
             for problem in rep["problems"]:

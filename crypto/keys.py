@@ -79,9 +79,14 @@ def unwrap(stored: dict, passphrase: str) -> OrgKeys:
         secret = json.loads(envelope.decrypt(kek, unb64(stored["wrapped"]), aad=stored["key_id"].encode()))
     except CryptoError as exc:
         raise WrongPassphrase("wrong key passphrase") from exc
+    # Public halves are derived from the private ones, never taken from the clear fields:
+    # a bundle whose clear verify key was swapped would otherwise sign under one key and
+    # print another in every export.
+    seed = unb64(secret["ed25519"])
     keys = OrgKeys(stored["key_id"], unb64(stored["public_key"]), unb64(secret["x25519"]),
-                   unb64(secret["ed25519"]), unb64(stored["verify_key"]))
-    if bytes(PrivateKey(keys.private_key).public_key) != keys.public_key:
+                   seed, bytes(SigningKey(seed).verify_key))
+    if bytes(PrivateKey(keys.private_key).public_key) != keys.public_key \
+            or unb64(stored["verify_key"]) != keys.verify_key:
         raise CryptoError("the stored key bundle is inconsistent")
     return keys
 

@@ -53,6 +53,7 @@ class Settings:
     smtp_password: str = ""
     smtp_from: str = ""
     tsa_url: str = ""
+    tsa_ca_file: str = ""                     # PEM of the TSA's CA: tokens are checked against it
     max_submission_bytes: int = 4 * 1024 * 1024
     session_idle_minutes: int = 30
     session_max_hours: int = 12

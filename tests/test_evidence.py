@@ -16,10 +16,13 @@ from sites import build_site, serve_site
 from warcio.archiveiterator import ArchiveIterator
 
 from cli.evidence import evidence_group
+from crypto import CryptoError
 from crypto import keys as orgkeys
 from crypto.sealing import b64
+from crypto.signing import fingerprint
 from workers.capture import evidence as ev
 from workers.capture import page as cap
+from workers.capture import timestamp
 
 pytestmark = pytest.mark.browser
 
@@ -124,15 +127,41 @@ def test_verify_command(result, keys, tmp_path):
     assert res.exit_code == 1
 
 
-def test_timestamp_request_is_well_formed_der(tmp_path):
-    """The RFC 3161 request parses with openssl (a local TSA test needs a TSA certificate)."""
-    digest = hashlib.sha256(b"manifest").digest()
-    req = tmp_path / "q.tsq"
-    req.write_bytes(ev.timestamp_request(digest, nonce=12345))
-    out = subprocess.run(["openssl", "ts", "-query", "-in", str(req), "-text"], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "sha256" in out.stdout.lower() and "Certificate required: yes" in out.stdout
-    assert digest.hex()[:8] in out.stdout.replace(" ", "").replace("-", "").lower()
+def test_a_forged_export_fails_verify(result, keys, tmp_path):
+    """A fabricated capture signed with a fresh key is intact as a file, and still refused:
+    the key inside the file proves nothing until it is pinned."""
+    forger = orgkeys.generate()
+    forged, _, _ = _export(dataclasses.replace(result, server_ip="198.51.100.66"), forger)
+    path = tmp_path / "forged.zip"
+    path.write_bytes(forged)
+    genuine = tmp_path / "genuine.zip"
+    genuine.write_bytes(_export(result, keys)[0])
+    nowhere = {"KESU_INSTANCE": str(tmp_path / "no-instance"), "KESU_DATABASE_URL": ""}
+    runner = CliRunner(env=nowhere)
+    ours = fingerprint(keys.verify_key)
+    # No pin at all (no --fingerprint, no instance in reach): refused, and told why.
+    res = runner.invoke(evidence_group, ["verify", str(path)])
+    assert res.exit_code == 1 and "not pinned" in res.output, res.output
+    # Pinned to our key by its printed fingerprint: the forgery names its own key.
+    res = runner.invoke(evidence_group, ["verify", str(path), "--fingerprint", ours])
+    assert res.exit_code == 1 and "not the pinned one" in res.output and fingerprint(forger.verify_key) in res.output
+    assert ev.verify(path, ev.Pin([keys.verify_key]))["ok"] is False
+    # The genuine export passes with the fingerprint, in full or its first 32 hex digits.
+    for given in (ours, ours.replace(" ", "")[:32].upper()):
+        res = runner.invoke(evidence_group, ["verify", str(genuine), "--fingerprint", given])
+        assert res.exit_code == 0 and ours in res.output, res.output
+    assert runner.invoke(evidence_group, ["verify", str(genuine), "--fingerprint", ours[:20]]).exit_code == 1
+    assert runner.invoke(evidence_group, ["verify", str(genuine)]).exit_code == 1    # intact, but not pinned
+
+
+def test_verify_keys_are_derived_from_the_seed():
+    """A bundle whose clear verify key was swapped does not unlock (crypto/keys.py)."""
+    org = orgkeys.generate()
+    stored = orgkeys.wrap(org, "a passphrase", *orgkeys.KDF_PROFILES["interactive"])
+    assert orgkeys.unwrap(stored, "a passphrase").verify_key == org.verify_key
+    swapped = dict(stored, verify_key=b64(orgkeys.generate().verify_key))
+    with pytest.raises(CryptoError):
+        orgkeys.unwrap(swapped, "a passphrase")
 
 
 @pytest.fixture
@@ -193,13 +222,33 @@ ess_cert_id_alg = sha256
     server.shutdown()
 
 
+def _other_ca(tmp_path) -> Path:
+    """A CA that vouches for nothing here."""
+    from datetime import datetime, timedelta, timezone
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "some other CA")])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    path = tmp_path / "other-ca.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
 def test_rfc3161_timestamp_from_a_local_tsa(result, keys, tmp_path, local_tsa):
     url, tsa_dir = local_tsa
+    roots = timestamp.load_roots(tsa_dir / "ca.pem")
     warc = ev.build_warc(result)
     artifacts = {"capture.wacz": ev.build_wacz(warc, result), "page.html": result.html}
     body, sig = ev.sign_manifest(ev.build_manifest(result, artifacts, keys=keys), keys)
-    tsr = ev.request_timestamp(url, body)
-    assert ev.timestamp_status(tsr) == 0
+    tsr = timestamp.request(url, body, roots)
     (tmp_path / "manifest.json").write_bytes(body)
     (tmp_path / "manifest.tsr").write_bytes(tsr)
     check = subprocess.run(["openssl", "ts", "-verify", "-data", str(tmp_path / "manifest.json"),
@@ -208,13 +257,38 @@ def test_rfc3161_timestamp_from_a_local_tsa(result, keys, tmp_path, local_tsa):
     assert check.returncode == 0 and "OK" in check.stdout, check.stdout + check.stderr
     path = tmp_path / "stamped.zip"
     path.write_bytes(ev.bundle(artifacts, body, sig, tsr))
-    rep = ev.verify(path, keys.verify_key)
+    rep = ev.verify(path, keys.verify_key, tsa_roots=roots)
     assert rep["ok"], rep["problems"]
-    assert "timestamp" in rep
-    # a token over another manifest does not pass
-    other = ev.request_timestamp(url, body + b" ")
-    path.write_bytes(ev.bundle(artifacts, body, sig, other))
-    assert not ev.verify(path, keys.verify_key)["ok"]
+    assert rep["timestamp"]["tsa"] == "CN=kesu test TSA"
+    # Without the TSA's CA nothing vouches for the token's signer: not accepted, and told why.
+    rep = ev.verify(path, keys.verify_key)
+    assert not rep["ok"] and "cannot be checked without the TSA's CA certificate" in rep["problems"][0]
+    # A CA that did not issue the TSA's certificate: refused.
+    rep = ev.verify(path, keys.verify_key, tsa_roots=timestamp.load_roots(_other_ca(tmp_path)))
+    assert not rep["ok"] and "timestamp does not verify" in rep["problems"][0]
+    # A real token over another manifest: refused, with the reason.
+    path.write_bytes(ev.bundle(artifacts, body, sig, timestamp.request(url, body + b" ", roots)))
+    rep = ev.verify(path, keys.verify_key, tsa_roots=roots)
+    assert not rep["ok"] and "message imprint differs" in " ".join(rep["problems"])
+
+
+def test_a_forged_timestamp_token_fails_verify(result, keys, tmp_path, local_tsa):
+    """What the old check accepted (a granted status byte and the digest somewhere in the
+    bytes), and a real token whose imprint was patched to this manifest's digest."""
+    url, tsa_dir = local_tsa
+    artifacts = {"page.html": result.html}
+    body, sig = ev.sign_manifest(ev.build_manifest(result, artifacts, keys=keys), keys)
+    digest = hashlib.sha256(body).digest()
+    crafted = bytes.fromhex("3005300302010030") + b"\x04\x20" + digest          # status granted + the digest
+    other = timestamp.request(url, b"another manifest", timestamp.load_roots(tsa_dir / "ca.pem"))
+    patched = other.replace(hashlib.sha256(b"another manifest").digest(), digest)
+    assert patched != other
+    path = tmp_path / "stamped.zip"
+    for token, reason in ((crafted, "not an RFC 3161 timestamp response"), (patched, "timestamp does not verify")):
+        path.write_bytes(ev.bundle(artifacts, body, sig, token))
+        res = CliRunner().invoke(evidence_group, ["verify", str(path), "--key", b64(keys.verify_key),
+                                                  "--tsa-ca", str(tsa_dir / "ca.pem")])
+        assert res.exit_code == 1 and reason in res.output, res.output
 
 
 def test_partial_verification_of_attached_files(result, keys):

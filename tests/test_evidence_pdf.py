@@ -67,6 +67,13 @@ def test_case_pdf_holds_urls_hashes_japanese_and_attachments(tmp_path, site):
     manifest = next(files.glob("*manifest.json"))
     assert json.loads(manifest.read_text())    # extractable, intact JSON
 
+    # The signing key's fingerprint is printed, and pins the key on another machine.
+    from crypto.signing import fingerprint
+    printed = fingerprint(instance.private_keys().verify_key)
+    assert printed in " ".join(text.split())
+    pinned = kesu_cli("evidence", "verify", str(out), "--fingerprint", printed,
+                      env={"KESU_INSTANCE": str(tmp_path / "elsewhere"), "KESU_DATABASE_URL": ""})
+    assert pinned.returncode == 0 and "pinned by --fingerprint" in pinned.stdout, pinned
     # `kesu evidence verify` accepts the PDF itself; one byte changed anywhere fails it.
     checked = kesu_cli("evidence", "verify", str(out), env=env)
     assert checked.returncode == 0 and "OK:" in checked.stdout and "(this instance)" in checked.stdout, checked

@@ -51,6 +51,10 @@ def test_every_category_recipient_and_language_renders(inst):
                       captured_at=datetime(2026, 11, 1, 9, 30, tzinfo=timezone.utc),
                       evidence={"artifacts": {"manifest.json": {"sha256": "ab" * 32, "blob": "x", "bytes": 1}}}))
     assert f"manifest.json SHA-256 {'ab' * 32}" in _render(inst, td, "host", "en").body
+    # every notice names the fingerprint of the key our evidence is signed with
+    from crypto.signing import fingerprint
+    assert fingerprint(inst.private_keys().verify_key) in _render(inst, td, "host", "en").body
+    assert fingerprint(inst.private_keys().verify_key) in _render(inst, td, "site", "ja").body
     # routes resolve to the right channel
     assert _render(inst, td, "host", "en").address == "abuse@hosting.example"
     assert _render(inst, td, "registrar", "en").address == "abuse@registrar.example"

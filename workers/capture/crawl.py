@@ -40,6 +40,7 @@ from store.models import Capture, Case, CrawlJob, Match, Media, utcnow
 from store.urls import site_of
 from workers.capture import evidence as ev
 from workers.capture import page as cap
+from workers.capture import timestamp
 from workers.matching.record import record
 
 log = logging.getLogger("kesu.crawl")
@@ -348,7 +349,7 @@ def write_page(instance, keys: Keys, job_id, case_id, operator, result, links, m
             artifacts_meta[name] = {"blob": blob, "sha256": ev.sha256(data), "bytes": len(data)}
         if settings.tsa_url:
             try:
-                tsr = ev.request_timestamp(settings.tsa_url, manifest_bytes)
+                tsr = timestamp.request(settings.tsa_url, manifest_bytes, timestamp.load_roots(settings.tsa_ca_file))
                 blob = instance.blobs.name_for(data_key, tsr)
                 blobs[blob] = tsr
                 artifacts_meta[ev.TIMESTAMP] = {"blob": blob, "sha256": ev.sha256(tsr), "bytes": len(tsr)}

@@ -5,7 +5,10 @@ received, `screenshot.png` with the UTC time drawn on it, `page.mhtml`, `page.ht
 manifest that names each artifact with its SHA-256 together with the URLs, times, server IP,
 redirect chain, tool and browser versions, operator and case, an Ed25519 signature over the
 manifest (canonical JSON, `crypto.signing`), and, when a TSA is configured, an RFC 3161
-timestamp token over the manifest's SHA-256.
+timestamp token over the manifest's SHA-256 (`workers.capture.timestamp`).
+
+Verification trusts no key found inside the file: the signing key must be pinned from
+outside (its fingerprint, printed in every evidence PDF and notice, or the instance's keys).
 
 An export is a ZIP written byte for byte the same way every time (stored, fixed dates, fixed
 order), so `verify` can rebuild it from the verified parts and compare: any changed byte
@@ -19,10 +22,8 @@ import io
 import json
 import os
 import platform
-import secrets
 import tempfile
 import threading
-import urllib.request
 import zipfile
 from datetime import datetime, timezone
 from http import HTTPStatus
@@ -31,8 +32,9 @@ from urllib.parse import urlsplit
 
 from crypto import CryptoError
 from crypto.sealing import b64, unb64
-from crypto.signing import canonical, sign
+from crypto.signing import canonical, fingerprint, fingerprint_matches, sign
 from crypto.signing import verify as verify_signature
+from workers.capture import timestamp
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -297,64 +299,37 @@ def sign_manifest(manifest: dict, keys) -> tuple[bytes, bytes]:
     return body, canonical(sig)
 
 
-def _der_len(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(raw)]) + raw
+class Pin:
+    """The signing keys a verification accepts, and how they came to be trusted. A signature
+    is worth only as much as the key behind it: a forger signs with a key of their own, so
+    the key inside the file proves nothing until it is pinned from outside the file."""
+
+    def __init__(self, keys=(), fingerprints=(), source: str = ""):
+        self.keys = [bytes(k) for k in keys]
+        self.fingerprints = [f for f in fingerprints if f]
+        self.source = source
+
+    def __bool__(self) -> bool:
+        return bool(self.keys or self.fingerprints)
+
+    def accepts(self, key: bytes) -> bool:
+        return key in self.keys or any(fingerprint_matches(f, key) for f in self.fingerprints)
 
 
-def _der(tag: int, content: bytes) -> bytes:
-    return bytes([tag]) + _der_len(len(content)) + content
+NOT_PINNED = ("the signing key is not pinned: give --fingerprint (printed in the evidence PDF and in "
+              "every notice), or run this where the instance that signed it is")
 
 
-def _der_int(n: int) -> bytes:
-    raw = n.to_bytes(max(1, (n.bit_length() + 8) // 8), "big")
-    return _der(0x02, raw)
-
-
-_SHA256_OID = bytes.fromhex("0609608648016503040201")
-
-
-def timestamp_request(digest: bytes, nonce: int | None = None) -> bytes:
-    """An RFC 3161 TimeStampReq over a SHA-256 digest, asking for the TSA's certificate."""
-    imprint = _der(0x30, _der(0x30, _SHA256_OID + b"\x05\x00") + _der(0x04, digest))
-    nonce = nonce if nonce is not None else secrets.randbits(63)
-    return _der(0x30, _der_int(1) + imprint + _der_int(nonce) + b"\x01\x01\xff")
-
-
-def _der_read(data: bytes, pos: int):
-    tag = data[pos]
-    length = data[pos + 1]
-    pos += 2
-    if length & 0x80:
-        count = length & 0x7F
-        length = int.from_bytes(data[pos:pos + count], "big")
-        pos += count
-    return tag, data[pos:pos + length], pos + length
-
-
-def timestamp_status(reply: bytes) -> int:
-    """PKIStatus of a TimeStampResp (0 granted, 1 granted with modifications)."""
-    tag, body, _ = _der_read(reply, 0)
-    if tag != 0x30:
-        raise EvidenceError("not a timestamp reply")
-    tag, status_info, _ = _der_read(body, 0)
-    tag, status, _ = _der_read(status_info, 0)
-    return int.from_bytes(status, "big")
-
-
-def request_timestamp(tsa_url: str, data: bytes, timeout: float = 30) -> bytes:
-    digest = hashlib.sha256(data).digest()
-    req = urllib.request.Request(tsa_url, data=timestamp_request(digest), method="POST",
-                                 headers={"Content-Type": "application/timestamp-query"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        reply = resp.read()
-    if timestamp_status(reply) not in (0, 1):
-        raise EvidenceError("the TSA refused the timestamp request")
-    if digest not in reply:
-        raise EvidenceError("the timestamp token does not cover the manifest")
-    return reply
+def pin_problem(pin: "Pin | bytes | None", key: bytes) -> str | None:
+    """Why `key` may not be trusted (None when it may)."""
+    if isinstance(pin, (bytes, bytearray)):
+        pin = Pin([pin], source="--key")
+    if not pin:
+        return NOT_PINNED
+    if not pin.accepts(key):
+        return (f"signed by a key that is not the pinned one (its fingerprint: {fingerprint(key)};"
+                f" accepted: {pin.source or 'keys given by the caller'})")
+    return None
 
 
 # --- export bundle and verification ---------------------------------------------------------
@@ -383,7 +358,7 @@ def bundle(artifacts: dict[str, bytes], manifest: bytes, signature: bytes, tsr: 
     return pack(files)
 
 
-def verify(path, verify_key: bytes | None = None) -> dict:
+def verify(path, pin: Pin | bytes | None = None, tsa_roots: list | None = None) -> dict:
     """Check an exported capture (or a bare WACZ). Returns a report; report["ok"] is the verdict."""
     path = Path(path)
     report = {"file": str(path), "ok": False, "problems": [], "signed_by": None, "artifacts": {}}
@@ -400,7 +375,7 @@ def verify(path, verify_key: bytes | None = None) -> dict:
         report["problems"].extend(wacz_internal_problems(raw))
         report["problems"].append("a bare WACZ carries no kesu signature: verify the export it came with")
         return report
-    report.update(verify_files(files, verify_key))
+    report.update(verify_files(files, pin, tsa_roots=tsa_roots))
     report["file"] = str(path)
     if len(set(names)) != len(names):
         report["problems"].append("duplicate names in the ZIP")
@@ -410,10 +385,12 @@ def verify(path, verify_key: bytes | None = None) -> dict:
     return report
 
 
-def verify_files(files: dict[str, bytes], verify_key: bytes | None = None, partial: bool = False) -> dict:
-    """Check a capture's evidence files: canonical manifest, Ed25519 signature, each artifact's
-    SHA-256, the WACZ's own hashes, the timestamp's imprint. With `partial`, artifacts that are
-    absent (an evidence PDF attaches only some) are listed as such instead of failing."""
+def verify_files(files: dict[str, bytes], pin: Pin | bytes | None = None, partial: bool = False,
+                 tsa_roots: list | None = None) -> dict:
+    """Check a capture's evidence files: canonical manifest, Ed25519 signature by a pinned key,
+    each artifact's SHA-256, the WACZ's own hashes, the RFC 3161 token (its CMS signature and
+    imprint). With `partial`, artifacts that are absent (an evidence PDF attaches only some)
+    are listed as such instead of failing."""
     report = {"kind": "capture", "ok": False, "problems": [], "signed_by": None, "artifacts": {}}
     problems = report["problems"]
     if MANIFEST not in files or SIGNATURE not in files:
@@ -431,12 +408,14 @@ def verify_files(files: dict[str, bytes], verify_key: bytes | None = None, parti
         problems.append("signature file is not in canonical form (edited)")
     try:
         key = unb64(sig["verify_key"])
-        if verify_key is not None and key != verify_key:
-            problems.append("signed by a different key than the one expected")
+        untrusted = pin_problem(pin, key)
+        if untrusted:
+            problems.append(untrusted)
         if (manifest.get("signing") or {}).get("verify_key") not in (None, sig["verify_key"]):
             problems.append("manifest names a different signing key")
         verify_signature(key, manifest, sig["signature"])
-        report["signed_by"] = {"key_id": sig.get("key_id"), "verify_key": sig["verify_key"]}
+        report["signed_by"] = {"key_id": sig.get("key_id"), "verify_key": sig["verify_key"],
+                               "fingerprint": fingerprint(key)}
     except (CryptoError, KeyError, ValueError, TypeError) as exc:
         problems.append(f"signature does not verify: {exc}")
     if sig.get("manifest_sha256") != sha256(files[MANIFEST]):
@@ -463,13 +442,9 @@ def verify_files(files: dict[str, bytes], verify_key: bytes | None = None, parti
         problems.append(f"files not named in the manifest: {sorted(extra)}")
     if TIMESTAMP in files:
         try:
-            if timestamp_status(files[TIMESTAMP]) not in (0, 1):
-                problems.append("timestamp reply is not a granted token")
-            if hashlib.sha256(files[MANIFEST]).digest() not in files[TIMESTAMP]:
-                problems.append("timestamp token does not cover this manifest")
-            report["timestamp"] = "present (imprint matches; check the TSA chain with `openssl ts -verify`)"
-        except Exception as exc:
-            problems.append(f"timestamp unreadable: {exc}")
+            report["timestamp"] = timestamp.check(files[TIMESTAMP], files[MANIFEST], tsa_roots)
+        except timestamp.TimestampError as exc:
+            problems.append(str(exc))
     if isinstance(manifest, dict):
         report["manifest"] = {k: manifest.get(k) for k in ("capture", "case", "operator", "browser", "tool")}
     report["ok"] = not problems

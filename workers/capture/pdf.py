@@ -24,10 +24,11 @@ from sqlalchemy import or_, select
 
 from crypto import CryptoError
 from crypto.sealing import b64, unb64, unseal
-from crypto.signing import canonical, sign
+from crypto.signing import canonical, fingerprint, sign
 from crypto.signing import verify as verify_signature
 from store import audit, people
 from store.models import AuditEntry, Capture, Case, Match, Media, Notice, Takedown, TakedownEvent, utcnow
+from workers.capture.evidence import pin_problem
 
 JST = timezone(timedelta(hours=9), "JST")
 SEAL_MARK = b"KESU-PDF-SIGNATURE-V1:"
@@ -131,7 +132,8 @@ def gather(instance, case_id: int, url: str | None = None) -> dict:
     return {"case": case_id, "category": category, "pages": list(pages.values()), "notices": notice_rows,
             "checks": checks, "timestamped": any(p["timestamped"] for p in pages.values()),
             "custody": custody, "attachments": attachments,
-            "verify_key": b64(instance.private_keys().verify_key), "org": instance.settings.org_name,
+            "verify_key": b64(instance.private_keys().verify_key),
+            "fingerprint": fingerprint(instance.private_keys().verify_key), "org": instance.settings.org_name,
             "generated": _times(utcnow())}
 
 
@@ -192,9 +194,9 @@ def seal(pdf: bytes, keys, facts: dict) -> bytes:
     return pdf[:start] + body.ljust(SEAL_SIZE, b" ") + pdf[end:]
 
 
-def verify_pdf(path, verify_key: bytes | None = None) -> dict:
-    """Check an exported evidence PDF: its signature over every other byte, with the expected key
-    when one is given. Same report shape as workers.capture.evidence.verify."""
+def verify_pdf(path, pin=None, tsa_roots=None) -> dict:
+    """Check an exported evidence PDF: its signature over every other byte, by a pinned key
+    (evidence.pin_problem). Same report shape as workers.capture.evidence.verify."""
     report = {"file": str(path), "kind": "evidence_pdf", "ok": False, "problems": [], "signed_by": None,
               "manifest": None}
     try:
@@ -207,11 +209,13 @@ def verify_pdf(path, verify_key: bytes | None = None) -> dict:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         report["problems"].append(f"not a signed kesu evidence PDF: {exc}")
         return report
-    if verify_key is not None and key != verify_key:
-        report["problems"].append("signed by a different key than the one expected")
+    untrusted = pin_problem(pin, key)
+    if untrusted:
+        report["problems"].append(untrusted)
     try:
         verify_signature(key, doc, signature)
-        report["signed_by"] = {"key_id": doc.get("key_id"), "verify_key": doc["verify_key"]}
+        report["signed_by"] = {"key_id": doc.get("key_id"), "verify_key": doc["verify_key"],
+                               "fingerprint": fingerprint(key)}
     except CryptoError as exc:
         report["problems"].append(f"signature does not verify: {exc}")
     if doc.get("sha256") != _digest(pdf, start, end):

@@ -138,7 +138,19 @@ def context_for(instance, session, takedown: Takedown, route: str) -> dict:
         "hotline_name": " / ".join(n for n, _ in hotlines),
         "two_day_rule": category in TWO_DAY_RULE, "deadline_days": deadline_days(category),
         "date": utcnow().strftime("%Y-%m-%d"),
+        "signing_fingerprint": signing_fingerprint(instance),
     }
+
+
+def signing_fingerprint(instance) -> str:
+    """The fingerprint of the key that signs our evidence, so that a recipient can check any
+    export we send later (`kesu evidence verify --fingerprint`). Derived from the private
+    key where the process holds it."""
+    from crypto.sealing import unb64
+    from crypto.signing import fingerprint
+    key = (instance.private_keys().verify_key if instance.unlocked
+           else unb64(instance.active_key().bundle["verify_key"]))
+    return fingerprint(key)
 
 
 def render(instance, session, takedown: Takedown, route: str, language: str) -> Rendered:
