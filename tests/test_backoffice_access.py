@@ -16,8 +16,10 @@ ADMIN = {"admin"}
 # (endpoint, method) -> who may use it. Lawyers read; staff act; admins administer.
 ALLOWED = {
     ("auth.login", "GET"): PUBLIC, ("auth.login", "POST"): PUBLIC, ("auth.logout", "POST"): PUBLIC,
-    ("static", "GET"): PUBLIC, ("shared.static", "GET"): PUBLIC,
+    ("static", "GET"): PUBLIC, ("static_plain", "GET"): PUBLIC, ("shared.static", "GET"): PUBLIC,
     ("main.home", "GET"): ALL,
+    ("cases.index", "GET"): ALL, ("cases.view", "GET"): ALL, ("cases.export", "POST"): ALL,
+    ("cases.verify", "POST"): ALL,
     ("admin.index", "GET"): ADMIN, ("admin.health_page", "GET"): ADMIN, ("admin.health_json", "GET"): ADMIN,
     ("admin.discard_job", "POST"): ADMIN, ("admin.retry_job", "POST"): ADMIN, ("admin.staff", "GET"): ADMIN,
     ("admin.disable", "POST"): ADMIN, ("admin.enable", "POST"): ADMIN, ("admin.reset_totp", "POST"): ADMIN,
