@@ -15,7 +15,6 @@ crawl/bare of the time per page (the capture overhead).
 """
 import argparse
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -34,15 +33,8 @@ MEDIA_JS = ("return performance.getEntriesByType('resource').filter(e => ['img',
 
 
 def bare(base, rounds):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    from workers.capture.page import CHROMIUM_FLAGS
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for flag in [*CHROMIUM_FLAGS, "--window-size=1280,900"]:
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"))
+    from workers.capture.chromium import new_driver
+    driver = new_driver(1280, 900, sandbox=True)            # the crawler's Chromium, no guard, no capture
     driver.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
     times, media = [], 0
     try:

@@ -67,10 +67,10 @@ def _pipe(a: socket.socket, b: socket.socket):
 
 
 class FakeInternet:
-    """An upstream proxy: `routes` maps "name-or-ip:port" -> a loopback port. It records what
-    it carried (`carried`: absolute URLs and CONNECT targets)."""
+    """An upstream proxy: `routes` maps "name-or-ip:port" -> a loopback port, or a (loopback
+    address, port) pair. It records what it carried (`carried`: absolute URLs and CONNECT targets)."""
 
-    def __init__(self, routes: dict[str, int]):
+    def __init__(self, routes: dict[str, int | tuple[str, int]]):
         self.routes = routes
         self.carried: list[str] = []
         net = self
@@ -90,14 +90,16 @@ class FakeInternet:
                         headers.append(h)
                 net.carried.append(f"CONNECT {target}" if method == "CONNECT" else target)
                 if method == "CONNECT":
-                    port = net.routes.get(target)
+                    route = net.routes.get(target.replace("[", "").replace("]", ""))
                 else:
                     parts = urlsplit(target)
-                    port = net.routes.get(f"{parts.hostname}:{parts.port or 80}")
-                if port is None:                      # not on our fake internet: never dialled
+                    route = net.routes.get(f"{parts.hostname}:{parts.port or 80}")
+                if isinstance(route, int):
+                    route = ("127.0.0.1", route)
+                if route is None or route[0] not in ("127.0.0.1", "::1"):   # not on our fake internet: never dialled
                     self.wfile.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
                     return
-                up = socket.create_connection(("127.0.0.1", port), timeout=10)
+                up = socket.create_connection(route, timeout=10)
                 with up:
                     if method == "CONNECT":
                         self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")

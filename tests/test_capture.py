@@ -163,27 +163,4 @@ def test_private_addresses_refused(site, browser):
     assert r.status == "error" and r.error.startswith("refused") and r.media == []
     for url in ("javascript:alert(1)", "data:text/html,hi", "file:///etc/passwd"):
         assert cap.capture(url, driver=browser, allow_private=True).status == "error"
-    assert cap.ip_is_private("127.0.0.1") and cap.ip_is_private("10.1.2.3") and cap.ip_is_private("169.254.169.254")
-    assert cap.ip_is_private("::1") and cap.ip_is_private("fe80::1") and cap.ip_is_private("::ffff:192.168.0.1")
-    assert cap.ip_is_private("100.64.0.1") and not cap.ip_is_private("93.184.216.34")
-
-
-def test_subresources_to_private_addresses_are_blocked(site):
-    """A 'public' page (public.test, mapped to loopback inside Chromium only) that loads an
-    image from 127.0.0.1: the Fetch guard refuses that request, the rest is captured."""
-    base, hashes = site
-    port = base.rsplit(":", 1)[1]
-    lim = limits()
-    driver = cap.open_browser(lim, extra_args=["--host-resolver-rules=MAP public.test 127.0.0.1"])
-    try:
-        def resolver(host):
-            return ["93.184.216.34"] if host == "public.test" else cap.resolve(host)
-        r = cap.capture(f"http://public.test:{port}/guard.html", driver=driver, limits=lim,
-                        allow_private=False, resolver=resolver)
-    finally:
-        driver.quit()
-    assert r.status == "ok", r.error
-    media = _by_url(r)
-    assert media[f"http://public.test:{port}/img/s1.png"]["sha256"] == hashes["img/s1.png"]
-    assert f"{base}/img/a.png" in r.blocked
-    assert f"{base}/img/a.png" not in media
+    # the address policy itself: tests/test_net_guard.py; every kind of request: tests/test_capture_guard.py

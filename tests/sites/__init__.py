@@ -197,12 +197,6 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         if path == "/gallery.html":
             body = Path(self.directory, "gallery.html").read_text("utf-8").replace("FRAME_URL", self.frame_base + "/frame.html")
             return self._send(body.encode(), "text/html; charset=utf-8")
-        if path == "/guard.html":
-            # served as a "public" host (the test maps it to 127.0.0.1 in Chromium): one image from a loopback address
-            loopback = self.frame_base.replace("localhost", "127.0.0.1")
-            body = (f'<!doctype html><html><body><p>guard</p><img src="/img/s1.png">'
-                    f'<img src="{loopback}/img/a.png"></body></html>')
-            return self._send(body.encode(), "text/html; charset=utf-8")
         if path == "/hang":
             self.send_response(200)
             self.send_header("Content-Type", "text/html")

@@ -250,10 +250,10 @@ def driver_alive(driver) -> bool:
 
 
 def start_browser(settings):
-    # With a proxy, everything goes through it (loopback too: production never crawls loopback,
-    # and tests can see the proxy carry the fixture sites' traffic).
-    extra = [f"--proxy-server={settings.crawl_proxy}", "--proxy-bypass-list=<-loopback>"] if settings.crawl_proxy else []
-    return cap.open_browser(cap.Limits.from_settings(settings), extra_args=extra)
+    """The crawler's sandboxed browser behind its address guard, chained to `crawl_proxy` when set
+    (everything goes through both, loopback too)."""
+    return cap.open_browser(cap.Limits.from_settings(settings), allow_private=settings.crawl_allow_private,
+                            upstream=settings.crawl_proxy)
 
 
 def close_browser(driver) -> None:

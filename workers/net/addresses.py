@@ -101,3 +101,16 @@ def checked_addresses(host: str, allow_private: bool, resolver=resolve) -> list[
             if why:
                 raise Refused(f"refused: {host} resolves to a {why}")
     return list(ips)
+
+
+def url_refusal(url: str, allow_private: bool, resolver=resolve) -> str | None:
+    """Why kesu may not fetch this URL (scheme, host, addresses), or None."""
+    from urllib.parse import urlsplit
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return f"scheme {parts.scheme or '?'} not fetched"
+    try:
+        checked_addresses(parts.hostname or "", allow_private, resolver)
+    except Refused as exc:
+        return str(exc)
+    return None

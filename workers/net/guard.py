@@ -97,9 +97,9 @@ class Guard:
 
     def chromium_args(self) -> list[str]:
         """Everything Chromium sends goes through the guard, loopback included; WebRTC may not
-        send UDP around it."""
+        send UDP around it (its TCP, like TURN over TCP, goes through the guard as CONNECT)."""
         return [f"--proxy-server={self.url}", "--proxy-bypass-list=<-loopback>",
-                "--force-webrtc-ip-handling-policy=disable_non_proxied_udp"]
+                "--webrtc-ip-handling-policy=disable_non_proxied_udp"]
 
     # -- what was refused --
     def mark(self) -> int:

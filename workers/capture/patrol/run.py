@@ -30,6 +30,7 @@ from workers.capture.patrol.probe import (
     url_key,
 )
 from workers.capture.patrol.schedule import due, interval, weights
+from workers.net.addresses import url_refusal
 
 log = logging.getLogger("kesu.patrol")
 
@@ -132,8 +133,8 @@ def patrol_site(instance, domain_id: int, driver=None, matcher=None, progress=No
             if bytes_left <= 0:
                 detail["stopped"] = "bytes"
                 break
-            ok, reason = cap.url_allowed(url, settings.crawl_allow_private)
-            if not ok:
+            reason = url_refusal(url, settings.crawl_allow_private)
+            if reason:
                 st["blocked"] += 1
                 note("blocked", url, reason)
                 continue
