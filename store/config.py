@@ -52,6 +52,8 @@ class Settings:
     smtp_user: str = ""
     smtp_password: str = ""
     smtp_from: str = ""
+    smtp_security: str = "starttls"          # starttls (required, verified) | tls (port 465) | none (plain, no password)
+    smtp_ca_file: str = ""                    # PEM of the CA that signed the mail server's certificate (default: the system's)
     tsa_url: str = ""
     tsa_ca_file: str = ""                     # PEM of the TSA's CA: tokens are checked against it
     max_submission_bytes: int = 4 * 1024 * 1024

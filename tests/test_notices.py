@@ -131,23 +131,16 @@ def test_archived_copy_is_exactly_the_message_and_sealed(inst):
 def test_a_refused_victim_confirmation_keeps_no_trace_of_her_address(tmp_path):
     # Her mail server refuses the confirmation, naming her address in its reply: the notice is
     # failed, and neither the recipient nor the error column holds the address.
-    import socket
-
-    from aiosmtpd.controller import Controller
     from conftest import make_instance
+    from smtp_helpers import smtp_server
 
     class Refuse:
         async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
             return f"550 5.1.1 <{address}>: no such user"
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    ctl = Controller(Refuse(), hostname="127.0.0.1", port=port)
-    ctl.start()
-    try:
+    with smtp_server(Refuse()) as (port, ca_file):
         inst = make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'kesu.db'}", org_email="help@example.org",
-                             smtp_host="127.0.0.1", smtp_port=port)
+                             smtp_host="127.0.0.1", smtp_port=port, smtp_ca_file=ca_file)
         case = make_case(inst, contact="victim.secret@example.net")
         td = make_takedown(inst, case, make_domain(inst), "https://tube.example/v/1")
         with inst.session() as s:
@@ -157,8 +150,6 @@ def test_a_refused_victim_confirmation_keeps_no_trace_of_her_address(tmp_path):
             s.flush()
             nid = row.id
         assert notify.deliver(inst, nid) == "failed"
-    finally:
-        ctl.stop()
     with inst.session() as s:
         row = s.get(Notice, nid)
         assert row.state == "failed" and row.error and row.recipient == ""

@@ -5,7 +5,6 @@ an unanswered case goes on hold and staff are told, and nothing of hers is delet
 import email
 import email.policy
 import os
-import socket
 import threading
 from datetime import timedelta
 
@@ -149,21 +148,17 @@ class SMTPSink:
 
 @pytest.fixture
 def smtp():
-    from aiosmtpd.controller import Controller
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    """STARTTLS with a certificate the instance trusts through smtp_ca_file (tests/smtp_helpers.py)."""
+    from smtp_helpers import smtp_server
     sink = SMTPSink()
-    ctl = Controller(sink, hostname="127.0.0.1", port=port)
-    ctl.start()
-    sink.port = port
-    yield sink
-    ctl.stop()
+    with smtp_server(sink) as (port, ca_file):
+        sink.port, sink.ca_file = port, ca_file
+        yield sink
 
 
 def test_yearly_question_unanswered_puts_the_case_on_hold_and_deletes_nothing(tmp_path, database_url, smtp):
     inst = make_instance(tmp_path / "instance", database_url, smtp_host="127.0.0.1", smtp_port=smtp.port,
-                         org_name="NPO Example", org_email="help@example.org", smtp_from="notices@example.org")
+                         smtp_ca_file=smtp.ca_file, org_name="NPO Example", org_email="help@example.org", smtp_from="notices@example.org")
     context.set_instance(inst)
     asked = make_case(inst, contact="she@example.net")
     silent = make_case(inst, contact="")                              # left no address

@@ -46,14 +46,12 @@ def _free_port() -> int:
 
 @pytest.fixture
 def smtp():
-    from aiosmtpd.controller import Controller
+    """STARTTLS with a certificate the instance trusts through smtp_ca_file (tests/smtp_helpers.py)."""
+    from smtp_helpers import smtp_server
     sink = SMTPSink()
-    port = _free_port()
-    ctl = Controller(sink, hostname="127.0.0.1", port=port)
-    ctl.start()
-    sink.port = port
-    yield sink
-    ctl.stop()
+    with smtp_server(sink) as (port, ca_file):
+        sink.port, sink.ca_file = port, ca_file
+        yield sink
 
 
 class Site:
@@ -100,7 +98,8 @@ def own_redis(redis_url):
 def worker_env(inst, redis_url, smtp):
     return {"KESU_INSTANCE": str(inst.settings.instance), "KESU_DATABASE_URL": inst.settings.database_url,
             "KESU_REDIS_URL": redis_url, "KESU_KEY_PASSPHRASE": TEST_PASSPHRASE,
-            "KESU_SMTP_HOST": "127.0.0.1", "KESU_SMTP_PORT": str(smtp.port), "KESU_CRAWL_ALLOW_PRIVATE": "1",
+            "KESU_SMTP_HOST": "127.0.0.1", "KESU_SMTP_PORT": str(smtp.port), "KESU_SMTP_CA_FILE": smtp.ca_file,
+            "KESU_CRAWL_ALLOW_PRIVATE": "1",
             **{f"KESU_{k.upper()}": v for k, v in ORG.items()}}
 
 
@@ -113,7 +112,8 @@ def parse(raw: bytes):
 def test_confirmed_match_to_removal(tmp_path, database_url, own_redis, smtp, site):
     redis_url = own_redis
     inst = make_instance(tmp_path / "instance", database_url,
-                         redis_url=redis_url, smtp_host="127.0.0.1", smtp_port=smtp.port, **ORG)
+                         redis_url=redis_url, smtp_host="127.0.0.1", smtp_port=smtp.port,
+                         smtp_ca_file=smtp.ca_file, **ORG)
     now = utcnow()
     # A domain whose administrator ignored four earlier requests; its hosting provider has an abuse desk.
     dom = make_domain(inst, "tube.example", contact_email="admin@tube.example", hosting="Example Hosting",
@@ -379,7 +379,8 @@ def test_removed_only_when_every_url_of_the_item_is_gone(tmp_path, site):
 
 def test_form_routes_are_marked_sent_and_smtp_failures_are_safe(tmp_path, smtp):
     inst = make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'kesu.db'}",
-                         smtp_host="127.0.0.1", smtp_port=smtp.port, **ORG)
+                         smtp_host="127.0.0.1", smtp_port=smtp.port,
+                         smtp_ca_file=smtp.ca_file, **ORG)
     dom = make_domain(inst, "forms.example", contact_email="", contact_form="https://forms.example/contact")
     case = make_case(inst, category="deepfake", language="en", contact="")
     td = make_takedown(inst, case, dom, "https://forms.example/x")
@@ -487,7 +488,8 @@ def test_a_connection_lost_during_data_is_never_resent(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         inst = make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'kesu.db'}",
-                             smtp_host="127.0.0.1", smtp_port=server.server_address[1], **ORG)
+                             smtp_host="127.0.0.1", smtp_port=server.server_address[1], **ORG,
+                             smtp_security="none")          # this raw test server speaks no TLS
         td = make_takedown(inst, make_case(inst), make_domain(inst), "https://example.com/u")
         nid = notify.prepare(inst, td, "site", "ja")
         assert notify.deliver(inst, nid) == "uncertain"

@@ -19,6 +19,7 @@ import logging
 import re
 import secrets
 import smtplib
+import ssl
 from dataclasses import dataclass
 from datetime import timedelta, timezone
 from email.message import EmailMessage
@@ -268,15 +269,45 @@ def send_notice(ref: str) -> str:
     return deliver(current(), int(ref))
 
 
+SMTP_SECURITY = ("starttls", "tls", "none")
+
+
+class SMTPConfigError(smtplib.SMTPException):
+    """The mail settings would send in the clear or cannot be honoured."""
+
+
+def tls_context(settings) -> ssl.SSLContext:
+    """Verified TLS: the system's CAs, or the administrator's own (`smtp_ca_file`)."""
+    return ssl.create_default_context(cafile=settings.smtp_ca_file or None)
+
+
 def _smtp(instance):
+    """A connected client over verified TLS: STARTTLS (the default, required: a server that
+    does not offer it gets nothing) or implicit TLS ("tls", port 465). Plain SMTP only when
+    the administrator set `smtp_security = "none"`, and then never with a password."""
     st = instance.settings
-    client = smtplib.SMTP(st.smtp_host or "127.0.0.1", st.smtp_port, timeout=30)
-    client.ehlo()
-    if client.has_extn("starttls") and st.extra.get("smtp_starttls", True):
-        client.starttls()
+    host, mode = st.smtp_host or "127.0.0.1", st.smtp_security
+    if mode not in SMTP_SECURITY:
+        raise SMTPConfigError(f"smtp_security must be one of {', '.join(SMTP_SECURITY)}, not {mode!r}")
+    if mode == "none" and st.smtp_user:
+        raise SMTPConfigError("refusing to send the SMTP password without TLS (smtp_security = none)")
+    if mode == "tls":
+        client = smtplib.SMTP_SSL(host, st.smtp_port, timeout=30, context=tls_context(st))
+    else:
+        client = smtplib.SMTP(host, st.smtp_port, timeout=30)
+    try:
         client.ehlo()
-    if st.smtp_user:
-        client.login(st.smtp_user, st.smtp_password)
+        if mode == "starttls":
+            if not client.has_extn("starttls"):
+                raise SMTPConfigError(f"{host} does not offer STARTTLS: nothing is sent in the clear "
+                                      "(smtp_security = none allows it, without a password)")
+            client.starttls(context=tls_context(st))
+            client.ehlo()
+        if st.smtp_user:
+            client.login(st.smtp_user, st.smtp_password)
+    except BaseException:
+        client.close()
+        raise
     return client
 
 
