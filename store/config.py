@@ -24,6 +24,9 @@ class Settings:
     org_name: str = "kesu"
     org_phone: str = ""
     org_email: str = ""
+    org_address: str = ""                    # postal address, printed on every notice
+    org_responsible: str = ""                # the named person responsible for notices (signs the accuracy statement)
+    victim_mail_from: str = ""               # a neutral sender for mail to the victim ("Info <info@example.org>")
     crawl_allow_private: bool = False
     crawl_max_pages: int = 50
     crawl_max_bytes: int = 512 * 1024 * 1024

@@ -7,13 +7,14 @@ from store.models import Notice, Takedown
 from workers.takedown import notify
 
 CATS = ("adult_ncii", "coerced_av", "voyeur", "deepfake", "dmca")
+ORG = dict(org_name="NPO Example", org_email="help@example.org", org_phone="03-0000-0000",
+           org_address="1-2-3 Example-cho, Chiyoda-ku, Tokyo 100-0000", org_responsible="Hanako Example")
 
 
 @pytest.fixture
 def inst(tmp_path):
     from conftest import make_instance
-    return make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'kesu.db'}", org_name="NPO Example",
-                         org_email="help@example.org", org_phone="03-0000-0000")
+    return make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'kesu.db'}", **ORG)
 
 
 def _render(inst, takedown_id, route, lang):
@@ -154,3 +155,38 @@ def test_a_refused_victim_confirmation_keeps_no_trace_of_her_address(tmp_path):
         row = s.get(Notice, nid)
         assert row.state == "failed" and row.error and row.recipient == ""
         assert "victim.secret" not in row.error
+
+
+def test_each_category_and_language_names_the_same_rights_the_sender_and_what_is_required(inst):
+    """English and Japanese list the same rights (one list, two labels); every notice says who
+    sends it and on what basis, carries the postal address, the named responsible person with a
+    signed statement of accuracy, and the date by which action is expected."""
+    from datetime import timedelta
+
+    from store.models import utcnow
+    dom = make_domain(inst, contacts={"host": {"email": "abuse@hosting.example"}})
+    for cat in CATS + ("minor",):
+        case = make_case(inst, category=cat)
+        td = make_takedown(inst, case, dom, f"https://example.com/{cat}/2")
+        act_by = (utcnow() + timedelta(days=notify.deadline_days(cat))).strftime("%Y-%m-%d")
+        routes = ("hotline",) if cat == "minor" else notify.RECIPIENTS
+        for route in routes:
+            bodies = {lang: _render(inst, td, route, lang).body for lang in ("ja", "en")}
+            for code in notify.RIGHTS[cat]:
+                for lang, body in bodies.items():
+                    assert notify.RIGHT_LABELS[lang][code] in body, (cat, route, lang, code)
+            en, ja = bodies["en"], bodies["ja"]
+            assert "Who sends this request and on what basis" in en and "送付者と依頼の根拠" in ja
+            for body in (en, ja):
+                assert ORG["org_address"] in body and ORG["org_responsible"] in body and act_by in body
+            assert "Statement of accuracy" in en and f"Signed: {ORG['org_responsible']}" in en
+            assert "真実性の表明" in ja and f"署名: NPO Example {ORG['org_responsible']}" in ja
+
+
+def test_a_notice_without_a_required_setting_is_refused_naming_it(tmp_path):
+    from conftest import make_instance
+    inst = make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'kesu.db'}",
+                         **{k: v for k, v in ORG.items() if k != "org_address"})
+    td = make_takedown(inst, make_case(inst), make_domain(inst), "https://example.com/x")
+    with pytest.raises(notify.RouteRefused, match=r"postal address \(setting org_address, KESU_ORG_ADDRESS\)"):
+        _render(inst, td, "site", "ja")

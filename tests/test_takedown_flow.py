@@ -21,7 +21,8 @@ from workers.system import context, schedule
 from workers.takedown import notify, predict, recheck
 
 ORG = {"org_name": "NPO Example", "org_email": "help@example.org", "org_phone": "03-0000-0000",
-       "smtp_from": "notices@example.org"}
+       "smtp_from": "notices@example.org", "org_address": "1-2-3 Example-cho, Tokyo", "org_responsible": "Hanako Example",
+       "victim_mail_from": "Info <info@example.org>"}
 
 
 # --- loopback servers ------------------------------------------------------------------------------
@@ -212,6 +213,10 @@ def test_confirmed_match_to_removal(tmp_path, database_url, own_redis, smtp, sit
     assert "削除の依頼を1件送りました" in vbody
     assert "http" not in vbody and "tube.example" not in vbody and "127.0.0.1" not in vbody
     assert "tube" not in victim_msg["Subject"] and victim_msg["Message-ID"].startswith("<kesu.victim.")
+    # her mail has its own neutral sender; the notices' address never appears in it
+    assert victim_msg["From"] == "Info <info@example.org>" and notice_msg["From"] == "notices@example.org"
+    assert "notices@" not in victim_msg.as_string() and "help@" not in str(victim_msg.get("Reply-To", ""))
+    assert {tuple(r): f for f, r, _ in smtp.messages}[("victim@example.net",)] == "info@example.org"
 
     with inst.session() as s:
         n = s.get(Notice, nid)

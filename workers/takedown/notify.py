@@ -49,6 +49,45 @@ HOTLINES = {"JP": [("インターネット・ホットラインセンター (IHC
             "*": [("INHOPE", "https://www.inhope.org/EN")]}
 
 
+# What every notice must carry, from the instance's settings (store/config.py): setting -> what it is.
+# A notice missing one is refused with a message naming it. Legal regimes (issue #20) add their own
+# entries per category or route here; the shared ones come from what a provider needs to act on a
+# request (Japan's 送信防止措置依頼書 form asks for the requester's name, address and contact and a
+# statement of the facts; DMCA 512(c)(3) asks for a signature and a statement of accuracy).
+# Source: DESIGN.md §7 anchors; checked 2026-12-07; for a lawyer's review.
+REQUIRED_FIELDS: dict[str, dict[str, str]] = {
+    "*": {"org_name": "the organisation's name", "org_email": "the organisation's e-mail address",
+          "org_address": "the organisation's postal address",
+          "org_responsible": "the named person responsible for notices"},
+}
+
+# The rights each category's notice names, one list for both languages (RIGHT_LABELS translate).
+RIGHTS = {"adult_ncii": ("privacy", "portrait", "personality"), "voyeur": ("privacy", "portrait", "personality"),
+          "coerced_av": ("personality", "privacy", "portrait"), "deepfake": ("reputation", "portrait", "personality"),
+          "dmca": ("copyright",), "minor": ("child", "privacy", "personality")}
+RIGHT_LABELS = {
+    "en": {"privacy": "privacy", "portrait": "image (portrait) rights", "personality": "personality rights",
+           "reputation": "reputation (honour)", "copyright": "copyright (reproduction and communication to the public)",
+           "child": "the rights of the child"},
+    "ja": {"privacy": "プライバシー権", "portrait": "肖像権", "personality": "人格権", "reputation": "名誉権",
+           "copyright": "著作権（複製権、公衆送信権）", "child": "児童の権利"},
+}
+
+
+def required_fields(category: str | None, route: str) -> dict[str, str]:
+    """The settings a notice of this category to this route needs (shared ones, then the category's)."""
+    return {**REQUIRED_FIELDS["*"], **REQUIRED_FIELDS.get(category or "", {}), **REQUIRED_FIELDS.get(route, {})}
+
+
+def missing_fields(settings, category: str | None, route: str) -> list[str]:
+    return [name for name in required_fields(category, route) if not str(getattr(settings, name, "") or "").strip()]
+
+
+def rights_text(category: str | None, language: str) -> str:
+    labels = RIGHT_LABELS["ja" if language == "ja" else "en"]
+    return ("、" if language == "ja" else ", ").join(labels[r] for r in RIGHTS.get(category or "", ()))
+
+
 class RouteRefused(ValueError):
     """A route that must not be used (a minor's case to a site) or has no notice (lawyer)."""
 
@@ -128,7 +167,8 @@ def context_for(instance, session, takedown: Takedown, route: str) -> dict:
     settings = instance.settings
     hotlines = route_address(domain, "hotline", domain.country if domain else None)[2] if route == "hotline" else []
     return {
-        "org": {"name": settings.org_name, "email": settings.org_email or settings.smtp_from, "phone": settings.org_phone},
+        "org": {"name": settings.org_name, "email": settings.org_email or settings.smtp_from, "phone": settings.org_phone,
+                "address": settings.org_address, "responsible": settings.org_responsible},
         "recipient": route, "category": category, "urls": urls, "ref": f"KESU-{takedown.id}",
         "evidence": _evidence_refs(session, takedown),
         "domain": domain.domain if domain else host,
@@ -140,6 +180,7 @@ def context_for(instance, session, takedown: Takedown, route: str) -> dict:
         "two_day_rule": category in TWO_DAY_RULE, "deadline_days": deadline_days(category),
         "date": utcnow().strftime("%Y-%m-%d"),
         "signing_fingerprint": signing_fingerprint(instance),
+        "act_by": (utcnow() + timedelta(days=deadline_days(category))).strftime("%Y-%m-%d"),
     }
 
 
@@ -156,8 +197,15 @@ def signing_fingerprint(instance) -> str:
 
 def render(instance, session, takedown: Takedown, route: str, language: str) -> Rendered:
     case = session.get(Case, takedown.case_id)
-    name = template_name(language, case.category if case else None, route)
-    text = _env.get_template(name).render(**context_for(instance, session, takedown, route))
+    category = case.category if case else None
+    name = template_name(language, category, route)
+    missing = missing_fields(instance.settings, category, route)
+    if missing:
+        needs = required_fields(category, route)
+        raise RouteRefused("a notice needs " + "; ".join(f"{needs[m]} (setting {m}, KESU_{m.upper()})" for m in missing))
+    context = context_for(instance, session, takedown, route)
+    context["rights"] = rights_text(category, language)
+    text = _env.get_template(name).render(**context)
     text = re.sub(r"\n{3,}", "\n\n", text.replace("\r\n", "\n")).strip() + "\n"
     first, _, body = text.partition("\n")
     subject = re.sub(r"^(Subject|件名):\s*", "", first).strip()
@@ -204,12 +252,19 @@ def mail_domain(instance) -> str:
     return sender.rsplit("@", 1)[-1].strip(">").strip() or "kesu.invalid"
 
 
-def message(instance, to: str, subject: str, body: str, message_id: str, auto: bool = False) -> EmailMessage:
+def victim_sender(instance) -> str:
+    """Mail to the victim comes from its own neutral sender (`victim_mail_from`), never from the
+    notices' address: anyone who sees her inbox must not learn what it is about."""
+    return instance.settings.victim_mail_from or instance.settings.smtp_from or instance.settings.org_email
+
+
+def message(instance, to: str, subject: str, body: str, message_id: str, auto: bool = False,
+            sender: str | None = None) -> EmailMessage:
     msg = EmailMessage()
-    sender = instance.settings.smtp_from or instance.settings.org_email
+    sender = sender or instance.settings.smtp_from or instance.settings.org_email
     msg["From"] = sender
     msg["To"] = to
-    if instance.settings.org_email and instance.settings.org_email != sender:
+    if instance.settings.org_email and instance.settings.org_email != sender and not auto:
         msg["Reply-To"] = instance.settings.org_email
     msg["Subject"] = subject
     msg["Date"] = format_datetime(utcnow().replace(tzinfo=timezone.utc))
@@ -371,6 +426,7 @@ def deliver(instance, notice_id: int) -> str:
     try:
         with instance.session() as s:
             notice = s.get(Notice, notice_id)
+            notice_channel = notice.channel
             if notice.channel == "victim":
                 prepared = _victim_message(instance, s, notice)
                 if prepared is None:
@@ -383,9 +439,10 @@ def deliver(instance, notice_id: int) -> str:
         with instance.session() as s:
             s.get(Notice, notice_id).state = "ready"
         raise
-    sender = instance.settings.smtp_from or instance.settings.org_email
+    sender = victim_sender(instance) if notice_channel == "victim" else (instance.settings.smtp_from
+                                                                          or instance.settings.org_email)
     try:
-        send_raw(instance, sender, [a for _, a in getaddresses([to])], raw)
+        send_raw(instance, getaddresses([sender])[0][1] or sender, [a for _, a in getaddresses([to])], raw)
         state, error = "sent", None
     except _Retry as exc:
         state, error = "ready", str(exc)
@@ -516,7 +573,7 @@ def _victim_message(instance, session, notice: Notice):
     org = instance.settings.org_name
     contact = instance.settings.org_phone or instance.settings.org_email or ""
     msg = message(instance, email, subject.format(org=org), body.format(org=org, contact=contact), notice.message_id,
-                   auto=True)
+                  auto=True, sender=victim_sender(instance))
     return email, msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
 
 
