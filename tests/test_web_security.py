@@ -68,3 +68,38 @@ def test_logs_hold_no_address_or_user_agent(apps, caplog):
     assert "GET /api/v1/key 200" in text and "GET /login 200" in text
     for secret in (UA, IP, "198.51.100.9"):
         assert secret not in text
+
+
+def test_waitress_names_no_path_when_a_client_goes_away(apps, caplog):
+    """The real waitress server: a client that hangs up mid-request makes waitress log
+    "Client disconnected while serving <path>"; the path (a case number) must not be in it."""
+    import socket
+    import threading
+    import time
+
+    from waitress.server import create_server
+    intake, _ = apps
+    number = "987654321098"
+
+    def hang_up_first(environ, start_response):
+        gone = environ["waitress.client_disconnected"]
+        deadline = time.monotonic() + 10
+        while not gone() and time.monotonic() < deadline:      # a condition, polled
+            time.sleep(0.01)
+        return intake(environ, start_response)
+
+    caplog.set_level(logging.INFO, logger="waitress")
+    server = create_server(hang_up_first, host="127.0.0.1", port=0, threads=2, channel_request_lookahead=1)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.effective_port)) as sock:
+            sock.sendall(f"GET /api/v1/cases/{number}/status HTTP/1.1\r\nHost: x\r\n"
+                         "X-Kesu-Passphrase: a-b-c\r\n\r\n".encode())
+        deadline = time.monotonic() + 20
+        while "disconnected" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.close()
+    assert "Client disconnected while serving a request" in caplog.text, caplog.text
+    assert number not in caplog.text and "/api/v1/cases" not in caplog.text

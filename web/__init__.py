@@ -126,9 +126,25 @@ def _security_headers(app: Flask, wasm: bool) -> None:
         return response
 
 
+class _NoPaths(logging.Filter):
+    """Waitress names the request path when a client disconnects or an app raises ("... while
+    serving /api/v1/cases/<number>/status"); paths hold case numbers, so the path goes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        at = message.find(" while serving ")
+        if at >= 0:
+            record.msg, record.args = message[:at] + " while serving a request (path not logged)", ()
+        return True
+
+
 def _quiet_logs() -> None:
-    """Werkzeug's access log names the client address: it never runs. Waitress logs no access."""
+    """Werkzeug's access log names the client address: it never runs. Waitress logs no access,
+    and its error lines lose the request path."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    waitress = logging.getLogger("waitress")
+    if not any(isinstance(f, _NoPaths) for f in waitress.filters):
+        waitress.addFilter(_NoPaths())
 
 
 def route_log(app: Flask, logger_name: str) -> None:
