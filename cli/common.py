@@ -90,3 +90,13 @@ def audit_cli(instance, action: str, target: str = "", **detail) -> None:
     with instance.session() as s:
         audit.record(s, "cli", action, target, **detail)
 
+
+
+def warn_missing_contact(settings) -> None:
+    """A victim must always see a person to reach: say which settings are still unset
+    (`kesu status` keeps naming it as a problem until they are)."""
+    missing = settings.missing_contact()
+    if missing:
+        names = ", ".join(f"KESU_{name.upper()}" for name in missing)
+        click.echo(f"kesu: warning: the intake shows victims no person to reach until {names} "
+                   "(and KESU_ORG_CHAT where you have a chat) are set", err=True)

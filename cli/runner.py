@@ -13,6 +13,7 @@ import time
 
 import click
 
+from cli.common import warn_missing_contact
 from crypto.keys import WrongPassphrase
 from store.config import load
 from store.instance import Instance
@@ -79,6 +80,7 @@ def run_all(read_passphrase):
         instance.init(passphrase)        # idempotent: applies migrations, checks the passphrase
     except WrongPassphrase:
         _fail("wrong key passphrase")
+    warn_missing_contact(settings)
     for host, port, what in ((settings.intake_host, settings.intake_port, "intake"),
                              (settings.backoffice_host, settings.backoffice_port, "back office")):
         if not _port_free(host, port):

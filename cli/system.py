@@ -4,7 +4,7 @@ import sys
 
 import click
 
-from cli.common import fail, open_instance, read_passphrase
+from cli.common import fail, open_instance, read_passphrase, warn_missing_contact
 from crypto.keys import WrongPassphrase
 from store.config import load
 from store.instance import Instance
@@ -20,6 +20,7 @@ def init():
     except WrongPassphrase as exc:
         fail(f"{exc} (the instance exists; give the passphrase it was created with)")
     click.echo(f"{'created' if fresh else 'up to date'}: {instance.settings.instance} (intake key {key_id})", err=True)
+    warn_missing_contact(instance.settings)
 
 
 @click.command()

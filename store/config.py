@@ -21,9 +21,10 @@ class Settings:
     intake_port: int = 8000
     backoffice_host: str = "127.0.0.1"
     backoffice_port: int = 8001
-    org_name: str = "kesu"
-    org_phone: str = ""
-    org_email: str = ""
+    org_name: str = "kesu"                   # the organisation's own name, phone, e-mail and chat
+    org_phone: str = ""                      # (a URL) are shown on every intake page: until name,
+    org_email: str = ""                      # phone and e-mail are set, `kesu status` names a problem
+    org_chat: str = ""
     org_address: str = ""                    # postal address, printed on every notice
     org_responsible: str = ""                # the named person responsible for notices (signs the accuracy statement)
     victim_mail_from: str = ""               # a neutral sender for mail to the victim ("Info <info@example.org>")
@@ -71,6 +72,13 @@ class Settings:
     retention_answer_days: int = 30           # no answer: on hold (nothing deleted)
     key_kdf: str = "moderate"               # Argon2id cost of the key passphrase: moderate|interactive (tests)
     extra: dict = field(default_factory=dict)
+
+    def missing_contact(self) -> list[str]:
+        """The organisation's contact fields a victim needs and that are still unset."""
+        missing = [name for name in ("org_phone", "org_email") if not getattr(self, name).strip()]
+        if not self.org_name.strip() or self.org_name.strip() == "kesu":
+            missing.insert(0, "org_name")
+        return missing
 
     @property
     def keystore_dir(self) -> Path:

@@ -142,3 +142,15 @@ def test_failed_jobs_are_retried_or_discarded_from_the_admin_page(live):
                     follow_redirects=True)
     assert "no longer among the failed jobs" in r.get_data(True)
     assert client.get("/admin/health.json").get_json()["queue"]["failed"] == []
+
+
+def test_a_missing_organisation_contact_is_a_problem_until_set(instance):
+    from workers.system import health
+    settings = instance.settings
+    settings.org_name, settings.org_phone, settings.org_email = "kesu", "", ""
+    status = health.collect(instance)
+    missing = [p for p in status["problem_codes"] if p["code"] == "contact_missing"]
+    assert missing == [{"code": "contact_missing", "fields": "KESU_ORG_NAME, KESU_ORG_PHONE, KESU_ORG_EMAIL"}]
+    assert any("no person to reach" in line for line in status["problems"])
+    settings.org_name, settings.org_phone, settings.org_email = "Support Centre", "03-0000-0000", "help@example.org"
+    assert not [p for p in health.collect(instance)["problem_codes"] if p["code"] == "contact_missing"]

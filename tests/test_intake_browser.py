@@ -252,7 +252,7 @@ def plaintext_values(payload) -> set[str]:
 def test_screenshots_and_languages(portal, browser):
     d = browser
     phone_viewport(d)
-    for lang, title in (("ja", "消す"), ("en", "without sending them")):
+    for lang, title in (("ja", "誰にも送らずに"), ("en", "without sending them")):
         d.get(portal.url + f"/?lang={lang}")
         wait_for(d, "document.documentElement.classList.contains('js')", 20)
         assert d.execute_script("return document.documentElement.lang") == lang

@@ -282,6 +282,7 @@ def collect(instance) -> dict:
     status["matcher"] = (status.get("schedules") or {}).get("match_refresh")
     status["mail"] = _mail(instance)
     status["disk"] = disk(settings)
+    status["contact_missing"] = settings.missing_contact()
     status["problem_codes"] = problem_codes(status)
     status["problems"] = problems(status)
     return status
@@ -297,6 +298,7 @@ PROBLEMS = {
     "schedules_overdue": "schedules are overdue: is the scheduler running?",
     "mail_failed": "{n} notice(s) failed to send",
     "disk_low": "less than 10% disk space free",
+    "contact_missing": "the intake shows victims no person to reach: set {fields}",
 }
 
 
@@ -326,6 +328,9 @@ def problem_codes(status: dict) -> list[dict]:
     d = status["disk"]
     if d.get("free_ratio") is not None and d["free_ratio"] < 0.1:
         out.append({"code": "disk_low"})
+    if status.get("contact_missing"):
+        fields = ", ".join(f"KESU_{name.upper()}" for name in status["contact_missing"])
+        out.append({"code": "contact_missing", "fields": fields})
     return out
 
 

@@ -5,6 +5,8 @@
 // need a <video> element, so video.js samples their frames here, one frame at a time,
 // awaiting between frames so the page stays responsive. Nothing is stored in the browser:
 // no cookies, no localStorage, no history entries (links use location.replace).
+import { fetchFaceTool } from './facetool.js';
+import { guard as receiptGuard, showReceipt } from './receipt.js';
 import { seal, toBase64 } from './seal.js';
 import { videoSignals } from './video.js';
 import { fetchWithWork } from './pow.js';
@@ -33,6 +35,7 @@ export function revokeBlobUrls() {
 
 function quickExit() {
   const target = document.body.dataset.exit || 'about:blank';
+  receiptGuard.ask = null;          // the quick exit never asks, even with a receipt on screen
   revokeBlobUrls();
   for (const input of document.querySelectorAll('input, textarea')) {
     if (input.type === 'checkbox' || input.type === 'radio') input.checked = false;
@@ -44,8 +47,8 @@ function quickExit() {
 }
 
 export function setupPage() {
-  const exit = $('#exit');
-  if (exit) exit.addEventListener('click', quickExit);
+  const exit = $('#exit');      // a link (it works without JavaScript); here it replaces the page
+  if (exit) exit.addEventListener('click', (e) => { e.preventDefault(); quickExit(); });
   // Esc twice in quick succession leaves too (once could be meant for something else).
   let lastEscape = 0;
   document.addEventListener('keydown', (e) => {
@@ -55,11 +58,22 @@ export function setupPage() {
     lastEscape = now;
   });
   // Links between our pages replace the current entry: the back button shows nothing new.
-  for (const a of document.querySelectorAll('a[data-replace]')) {
+  // Any link that leaves the page asks first while a receipt would be lost (receipt.js).
+  for (const a of document.querySelectorAll('a[href]')) {
+    const url = new URL(a.href, window.location.href);
+    const leaves = /^https?:$/.test(url.protocol) && !(url.pathname === window.location.pathname
+      && url.search === window.location.search && url.hash);
+    if (!leaves || a.id === 'exit') continue;
     a.addEventListener('click', (e) => {
       if (e.ctrlKey || e.metaKey || e.shiftKey) return;
-      e.preventDefault();
-      window.location.replace(a.href);
+      const go = a.hasAttribute('data-replace') ? () => window.location.replace(a.href) : null;
+      if (receiptGuard.ask) {
+        e.preventDefault();
+        receiptGuard.ask(go || (() => { window.location.href = a.href; }));
+      } else if (go) {
+        e.preventDefault();
+        go();
+      }
     });
   }
   const skip = $('a.skip');
@@ -159,11 +173,20 @@ export function setupForm(options) {
   const q = (sel) => $(sel, form);
   const state = { entries: [], reviewed: false, busy: false };
 
+  // The message goes where she is sent: into the fieldset of the field it is about (a
+  // message far below the field would be off screen on a phone).
+  const errorHome = q('#form-error').previousElementSibling;
   const showError = (text, focus) => {
     const box = q('#form-error');
     box.textContent = text;
     box.hidden = !text;
-    if (focus) focus.focus();
+    const near = focus && focus.closest('fieldset');
+    if (near) near.append(box);
+    else errorHome.after(box);
+    if (focus) {
+      focus.focus();
+      box.scrollIntoView({ block: 'nearest' });
+    }
   };
 
   const invalidate = () => {
@@ -213,7 +236,7 @@ export function setupForm(options) {
     const add = (file, kind) => {
       counters[kind] += 1;
       entries.push({
-        item: `${letter[kind]}${counters[kind]}${suffix}`, kind, file,
+        item: `${letter[kind]}${counters[kind]}${suffix}`, kind, file, number: counters[kind],
         label: t(kind, counters[kind]), result: null, error: null, choice: null,
       });
     };
@@ -223,25 +246,37 @@ export function setupForm(options) {
     return entries;
   }
 
+  // No second look: each picture and its file name stay hidden (blurred) until she taps
+  // "Show" on that one item; a second tap hides it again.
   function renderEntry(entry) {
     const thumb = entry.kind === 'video'
       ? el('video', { class: 'thumb', src: blobUrl(entry.file), muted: true, playsinline: true,
         preload: 'metadata', 'aria-hidden': 'true' })
       : el('img', { class: 'thumb', src: blobUrl(entry.file), alt: '' });
+    const fileName = el('p', { class: 'item-name', text: entry.file.name, hidden: true });
+    const peek = el('button', { type: 'button', class: 'secondary peek', 'aria-pressed': 'false', text: t('peek-show') });
+    peek.addEventListener('click', () => {
+      const shown = !entry.ui.li.classList.toggle('concealed');
+      fileName.hidden = !shown;
+      peek.setAttribute('aria-pressed', String(shown));
+      peek.textContent = t(shown ? 'peek-hide' : 'peek-show');
+    });
     const labelId = `label-${entry.item}`;
     const label = el('input', { type: 'text', id: labelId, value: entry.label, maxlength: '200', autocomplete: 'off' });
     label.addEventListener('input', () => { entry.label = label.value || t(entry.kind, ''); preview(); });
     const progress = el('progress', { max: '1', value: '0', 'aria-label': entry.label });
-    const status = el('p', { class: 'item-status', text: t('waiting') });
+    const status = el('p', { class: 'item-status', text: t('queued') });
     const extra = el('div', { class: 'faces' });
-    const li = el('li', { class: `review-item kind-${entry.kind}`, 'data-item': entry.item },
-      thumb,
+    const li = el('li', { class: `review-item concealed kind-${entry.kind}`, 'data-item': entry.item },
+      el('div', { class: 'thumb-box' }, thumb, peek),
       el('div', { class: 'review-body' },
-        el('p', { class: 'item-name', text: entry.file.name }),
+        el('p', { class: 'item-kind', text: t(entry.kind, counterOf(entry)) }), fileName,
         el('label', { for: labelId, text: t('label') }), label, progress, status, extra));
     entry.ui = { li, progress, status, extra };
     return li;
   }
+
+  const counterOf = (entry) => entry.number;
 
   function signalsOf(entry) {
     const r = entry.result;
@@ -366,7 +401,13 @@ export function setupForm(options) {
     try {
       for (const entry of state.entries) {
         const onProgress = (p) => { entry.ui.progress.value = p; setOverall(p); };
+        entry.ui.status.textContent = t('item-working');
         let result;
+        if (entry.kind === 'selfie' || entry.kind === 'source') {
+          entry.ui.status.textContent = t('face-tool-wait');
+          await startFaceTool();                 // one download, shown in step 3, then cached
+          entry.ui.status.textContent = t('item-working');
+        }
         if (entry.kind === 'video') result = await videoSignals(entry.file, { onProgress });
         else result = await inWorker(WORKER_OP[entry.kind], entry.file, onProgress);
         entry.ui.progress.value = 1;
@@ -455,6 +496,13 @@ export function setupForm(options) {
     q('#submit').disabled = true;
   }
 
+  // The face tool downloads when she reaches the selfie step (progress shown there).
+  const faceToolUi = { bar: q('.face-tool-progress'), status: q('.face-tool-status'), t };
+  const startFaceTool = () => fetchFaceTool(faceToolUi);
+  for (const id of ['#selfies', '#consent-faces', '#source-photos']) {
+    for (const type of ['focus', 'click', 'change']) q(id).addEventListener(type, startFaceTool);
+  }
+
   q('#review').addEventListener('click', review);
   q('#submit').addEventListener('click', submit);
   form.addEventListener('submit', (e) => e.preventDefault());
@@ -475,7 +523,7 @@ function copyButtons() {
     });
   }
   const print = $('#print');
-  if (print) print.addEventListener('click', () => window.print());
+  if (print) print.addEventListener('click', () => window.print());   // the print sheet shows the receipt only
 }
 
 if (document.body.dataset.page === 'intake') {
@@ -488,8 +536,7 @@ if (document.body.dataset.page === 'intake') {
       headers: { 'Content-Type': 'application/json' },
     }),
     onSent: ({ case_number: caseNumber, passphrase }) => {
-      $('#case-number').textContent = caseNumber;
-      $('#passphrase').textContent = passphrase;
+      showReceipt({ number: caseNumber, passphrase, t });
       $('#intake-form').hidden = true;
       $('#intro').hidden = true;
       const result = $('#result');
@@ -498,5 +545,8 @@ if (document.body.dataset.page === 'intake') {
       result.focus({ preventScroll: true });
     },
   });
+  document.documentElement.classList.add('js');
+} else if (document.body.dataset.page === 'error') {
+  setupPage();
   document.documentElement.classList.add('js');
 }

@@ -27,7 +27,7 @@ function api(method, path, body) {
   if (body) headers['Content-Type'] = 'application/json';
   return fetchWithWork(`/api/v1/cases/${encodeURIComponent(number || '0')}${path}`, {
     method, headers, body, credentials: 'omit', cache: 'no-store',
-  }, { onWork: (working) => { if (working) say(t('working')); } });
+  }, { onWork: (working) => { if (working) say(t('pow-working')); } });
 }
 
 function say(text, kind = '') {
@@ -52,23 +52,21 @@ function renderStatus(s) {
   box.dataset.status = s.status;
   const line = document.createElement('p');
   const strong = document.createElement('strong');
-  strong.textContent = t(`status-${s.status}`);
-  const code = document.createElement('span');
-  code.className = 'code';
-  code.lang = 'en';
-  code.textContent = ` (${s.status})`;
-  line.append(strong, code);
+  strong.textContent = t(`status-${s.status}`);     // words only: the code stays in data-status
+  line.append(strong);
   const counts = document.createElement('p');
   counts.textContent = t('counts-line', s.found, s.requested, s.removed, s.updated);
   box.append(line, counts);
 
   const list = $('#items');
   list.replaceChildren();
+  const numbers = {};                // "Photo 1", "Photo 2": her words, never the item id
   for (const it of s.items || []) {
     const li = document.createElement('li');
     li.dataset.item = it.item;
     const name = document.createElement('span');
-    name.textContent = `${t(`kind-${it.kind}`)} ${it.item}`;
+    numbers[it.kind] = (numbers[it.kind] || 0) + 1;
+    name.textContent = t('item-name', t(`kind-${it.kind}`), numbers[it.kind]);
     const remove = document.createElement('button');
     remove.type = 'button';
     remove.className = 'secondary item-remove';
