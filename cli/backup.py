@@ -1,5 +1,7 @@
 """`kesu backup DIR` and `kesu restore DIR`: the instance, with the key store kept apart."""
 import json
+import os
+import sys
 
 import click
 
@@ -14,7 +16,9 @@ def backup_command(directory):
     Key-store backups in DIRECTORY older than keystore_backup_days are destroyed.
     """
     from store import backup
-    instance = open_instance()
+    # With the key at hand (KESU_KEY_PASSPHRASE or a terminal) the audit log's head is signed
+    # into the backup; without it the head is recorded unsigned.
+    instance = open_instance(unlock=bool(os.environ.get("KESU_KEY_PASSPHRASE")) or sys.stdin.isatty())
     try:
         result = backup.create(instance, directory)
     except (backup.BackupError, OSError) as exc:
@@ -24,6 +28,8 @@ def backup_command(directory):
     click.echo(f"key store (kept {instance.settings.keystore_backup_days} days): {result.keystore}")
     for path in result.pruned:
         click.echo(f"destroyed expired key-store backup: {path}")
+    if not instance.unlocked:
+        click.echo("The audit log's head is recorded unsigned (no key passphrase given).", err=True)
     click.echo("Keep the two apart (another disk or place); the key store decrypts the cases.", err=True)
 
 
@@ -48,4 +54,8 @@ def restore_command(backup_path, keystore, no_keystore):
     if summary["keystore"] is None:
         click.echo("No key store restored: case data cannot be decrypted.", err=True)
     click.echo("Restored. Start it with the same key passphrase (`kesu run`); `kesu init` is not needed.", err=True)
+    for problem in summary["audit"]["problems"]:
+        click.echo(f"AUDIT LOG: {problem}", err=True)
+    if summary["audit"]["problems"]:
+        sys.exit(1)
 

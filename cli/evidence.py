@@ -15,17 +15,13 @@ def evidence_group():
 
 
 def _instance_in_reach():
-    """The instance this command runs in (its config and database), if there is one."""
+    """The instance this command's settings name (KESU_INSTANCE, config.toml), if it exists."""
+    from store.config import load
+    from store.instance import Instance
     try:
-        from workers.system import context
-        try:
-            return context.instance()
-        except RuntimeError:
-            from store.config import load
-            from store.instance import Instance
-            inst = Instance(load())
-            return inst if inst.initialised() else None
-    except Exception:
+        inst = Instance(load())
+        return inst if inst.initialised() else None
+    except Exception:            # no database there, or not one of ours: nothing in reach
         return None
 
 
@@ -60,16 +56,25 @@ def verify_command(file, fingerprints, keys, tsa_ca, as_json):
     """Check an exported capture (ZIP) or evidence PDF: every byte, a signature by a pinned key,
     the RFC 3161 timestamp (exit 1 if any fails). Without --fingerprint or --key the signing
     key must be one of the instance's own."""
+    from crypto.sealing import unb64
     from workers.capture.evidence import verify
     from workers.capture.pdf import verify_pdf
     from workers.capture.timestamp import load_roots
-    inst = None if (keys or fingerprints) and tsa_ca else _instance_in_reach()
+    inst = _instance_in_reach()
     pin = _pin(keys, fingerprints, inst)
     roots = load_roots(tsa_ca or (inst.settings.tsa_ca_file if inst else ""))
     with open(file, "rb") as fh:
         is_pdf = fh.read(5) == b"%PDF-"
     rep = (verify_pdf if is_pdf else verify)(file, pin, roots)
     rep["pinned_by"] = pin.source or None
+    if inst is not None and rep.get("audit_head") and rep.get("signed_by") \
+            and _pin((), (), inst).accepts(unb64(rep["signed_by"]["verify_key"])):
+        # The export carries the audit log's head when it was made: this instance's log must
+        # still reach it (a cut or rewritten end shows here).
+        from store import audit
+        with inst.session() as session:
+            rep["problems"] += audit.check_anchor(session, rep["audit_head"], signed=False)
+        rep["ok"] = not rep["problems"]
     if as_json:
         click.echo(json.dumps(rep, ensure_ascii=False, indent=1, default=str))
     else:

@@ -51,3 +51,57 @@ def verify(session) -> int | None:
             return e.id
         prev = e.hash
     return None
+
+
+# --- the head, signed and kept outside the database ----------------------------------------------
+# Whoever can drop the triggers can cut the chain's end and leave a chain that still verifies.
+# So the last entry (id and hash), signed with the org signing key, goes where the database's
+# writer cannot reach: into every backup and every evidence export. A chain that no longer
+# holds an anchored entry with its hash was cut or altered after that anchor was taken.
+
+def head(session) -> dict:
+    """The last entry: {"id", "hash"} (id 0 and the genesis hash for an empty log)."""
+    last = session.execute(select(AuditEntry.id, AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)).first()
+    return {"id": last[0], "hash": last[1]} if last else {"id": 0, "hash": GENESIS}
+
+
+def signed_head(session, keys) -> dict:
+    """The head signed with the org signing key (`keys`: crypto.keys.OrgKeys)."""
+    from crypto.sealing import b64
+    from crypto.signing import sign
+    doc = {"kesu_audit_head": 1, **head(session), "signed_at": utcnow().isoformat(timespec="seconds") + "Z",
+           "key_id": keys.key_id, "verify_key": b64(keys.verify_key)}
+    return {**doc, "signature": sign(keys.signing_key, doc)}
+
+
+def check_anchor(session, anchor: dict, verify_keys=None, signed: bool = True) -> list[str]:
+    """What is wrong between this database's chain and an anchor taken earlier: its signature
+    (by one of `verify_keys` when given; not for an unsigned head), the chain itself, and the
+    anchored entry still there."""
+    problems = _signature_problems(anchor, verify_keys) if signed else []
+    broken = verify(session)
+    if broken is not None:
+        problems.append(f"the audit chain is broken at entry {broken}")
+    at = anchor.get("id", 0)
+    if at:
+        found = session.execute(select(AuditEntry.hash).where(AuditEntry.id == at)).scalar()
+        if found is None:
+            problems.append(f"the audit log ends before entry {at}, which an anchor signed "
+                            f"{anchor.get('signed_at', '?')} records: its end was cut")
+        elif found != anchor.get("hash"):
+            problems.append(f"audit entry {at} differs from the one anchored {anchor.get('signed_at', '?')}")
+    return problems
+
+
+def _signature_problems(anchor: dict, verify_keys) -> list[str]:
+    from crypto import CryptoError
+    from crypto.sealing import unb64
+    from crypto.signing import verify as verify_signature
+    try:
+        key = unb64(anchor["verify_key"])
+        verify_signature(key, {k: v for k, v in anchor.items() if k != "signature"}, anchor["signature"])
+    except (CryptoError, KeyError, TypeError, ValueError):
+        return ["the audit anchor's signature does not verify"]
+    if verify_keys is not None and key not in verify_keys:
+        return ["the audit anchor is signed by a key this instance does not hold"]
+    return []

@@ -380,6 +380,12 @@ def create(instance, root, now: datetime | None = None, prune: bool = True) -> B
     work = root / f".partial-{stamp}"
     _private_dir(work)
     try:
+        # 0. the audit log's head, signed when the key is at hand: taken before the copy, so the
+        # copy holds it; a restore (or a later check) finds whether the chain still reaches it
+        from store import audit
+        with instance.session() as session:
+            anchor = (audit.signed_head(session, instance.private_keys()) if instance.unlocked
+                      else audit.head(session))
         # 1. the database
         url = settings.database_url
         src = _sqlite_path(url)
@@ -400,7 +406,8 @@ def create(instance, root, now: datetime | None = None, prune: bool = True) -> B
             exclude |= {Path(f"{src}{suffix}").resolve() for suffix in ("", "-wal", "-shm", "-journal")}
         n_files = _copy_instance_files(settings.instance, work / FILES_DIR, exclude=exclude)
         _write_manifest(work, {"kind": "main", "stamp": stamp, "database": database,
-                               "instance": str(settings.instance), "files_copied": n_files})
+                               "instance": str(settings.instance), "files_copied": n_files,
+                               "audit_head": anchor})
         # 3. the key store, apart
         kwork = root / f".partial-{KEYSTORE_PREFIX}{stamp}"
         _private_dir(kwork)
@@ -478,6 +485,23 @@ def _target_is_fresh(settings) -> None:
         raise BackupError(f"{src} exists: restore into a fresh instance folder")
 
 
+def check_audit(url: str, anchor: dict | None) -> dict:
+    """The restored audit chain against the head recorded (and signed) when the backup was
+    taken: {"head", "signed", "problems"}; the signature is checked against the restored
+    instance's own keys."""
+    from sqlalchemy.orm import Session
+
+    from crypto.sealing import unb64
+    from store import audit
+    from store.models import OrgKey
+    if not anchor:
+        return {"head": None, "signed": False, "problems": ["the backup records no audit head (an older backup)"]}
+    with Session(db.engine_for(url)) as session:
+        keys = [unb64(b["verify_key"]) for b in session.execute(select(OrgKey.bundle)).scalars()]
+        problems = audit.check_anchor(session, anchor, keys, signed="signature" in anchor)
+    return {"head": anchor.get("id"), "signed": "signature" in anchor, "problems": problems}
+
+
 def restore(backup, instance_dir=None, keystore=None, with_keystore: bool = True, **overrides) -> dict:
     """Restore a main backup (and a key-store backup) into a fresh instance folder.
 
@@ -541,6 +565,8 @@ def restore(backup, instance_dir=None, keystore=None, with_keystore: bool = True
             os.chmod(settings.keystore_dir / path.name, 0o600)
             restored_keys += 1
     settings.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return {"instance": str(settings.instance), "database": engine_name(target), "from": str(main),
+    audit_report = check_audit(target, meta.get("audit_head"))
+    return {"audit": audit_report,
+            "instance": str(settings.instance), "database": engine_name(target), "from": str(main),
             "taken": meta["stamp"], "keystore": str(keystore) if kmeta else None,
             "keystore_taken": kmeta["stamp"] if kmeta else None, "case_keys": restored_keys, "rows": rows}

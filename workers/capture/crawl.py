@@ -478,4 +478,6 @@ def export_capture(instance, capture_id: int) -> bytes:
     manifest = files.pop(ev.MANIFEST)
     signature = files.pop(ev.SIGNATURE)
     tsr = files.pop(ev.TIMESTAMP, None)
-    return ev.bundle(files, manifest, signature, tsr)
+    with instance.session() as s:
+        head = audit.signed_head(s, instance.private_keys())
+    return ev.bundle(files, manifest, signature, tsr, audit_head=head)

@@ -39,6 +39,7 @@ from workers.capture import timestamp
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 TIMESTAMP = "manifest.tsr"
+AUDIT_HEAD = "audit-head.json"     # the audit log's head when exported, signed (store.audit.signed_head)
 ARTIFACTS = ("capture.wacz", "screenshot.png", "page.mhtml", "page.html")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -336,8 +337,8 @@ def pin_problem(pin: "Pin | bytes | None", key: bytes) -> str | None:
 
 def pack(files: dict[str, bytes]) -> bytes:
     """A ZIP written the same way every time: manifest first, then names in order, stored."""
-    order = [n for n in (MANIFEST, SIGNATURE, TIMESTAMP) if n in files] + sorted(
-        n for n in files if n not in (MANIFEST, SIGNATURE, TIMESTAMP))
+    order = [n for n in (MANIFEST, SIGNATURE, TIMESTAMP, AUDIT_HEAD) if n in files] + sorted(
+        n for n in files if n not in (MANIFEST, SIGNATURE, TIMESTAMP, AUDIT_HEAD))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
         for name in order:
@@ -349,13 +350,28 @@ def pack(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def bundle(artifacts: dict[str, bytes], manifest: bytes, signature: bytes, tsr: bytes | None = None) -> bytes:
+def bundle(artifacts: dict[str, bytes], manifest: bytes, signature: bytes, tsr: bytes | None = None,
+           audit_head: dict | None = None) -> bytes:
     files = dict(artifacts)
     files[MANIFEST] = manifest
     files[SIGNATURE] = signature
     if tsr:
         files[TIMESTAMP] = tsr
+    if audit_head:
+        files[AUDIT_HEAD] = canonical(audit_head)
     return pack(files)
+
+
+def _audit_head_problems(data: bytes, pin) -> tuple[dict | None, list[str]]:
+    """The signed audit head an export carries, checked like the manifest's signature."""
+    try:
+        head = json.loads(data)
+        key = unb64(head["verify_key"])
+        verify_signature(key, {k: v for k, v in head.items() if k != "signature"}, head["signature"])
+    except (CryptoError, KeyError, TypeError, ValueError) as exc:
+        return None, [f"the audit head does not verify: {exc}"]
+    untrusted = pin_problem(pin, key)
+    return head, ([f"audit head: {untrusted}"] if untrusted else [])
 
 
 def verify(path, pin: Pin | bytes | None = None, tsa_roots: list | None = None) -> dict:
@@ -437,7 +453,10 @@ def verify_files(files: dict[str, bytes], pin: Pin | bytes | None = None, partia
                 problems.extend(wacz_internal_problems(data))
             except Exception as exc:
                 problems.append(f"{name} unreadable: {exc}")
-    extra = set(files) - set(listed) - {MANIFEST, SIGNATURE, TIMESTAMP}
+    extra = set(files) - set(listed) - {MANIFEST, SIGNATURE, TIMESTAMP, AUDIT_HEAD}
+    if AUDIT_HEAD in files:
+        report["audit_head"], head_problems = _audit_head_problems(files[AUDIT_HEAD], pin)
+        problems.extend(head_problems)
     if extra:
         problems.append(f"files not named in the manifest: {sorted(extra)}")
     if TIMESTAMP in files:

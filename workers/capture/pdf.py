@@ -152,7 +152,10 @@ def render(instance, case_id: int, url: str | None = None, language: str = "ja",
     pdf = HTML(string=html, base_url=str(app.template_folder)).write_pdf(
         pdf_variant="pdf/a-3b", attachments=attachments, pdf_identifier=hashlib.sha256(html.encode()).digest()[:16],
         finisher=_seal_placeholder)
-    pdf = seal(pdf, instance.private_keys(), {"case": case_id, "url": url or "", "signed_at": data["generated"][0]})
+    with instance.session() as s:
+        head = audit.head(s)            # the audit log's end, signed with the PDF (store/audit.py)
+    pdf = seal(pdf, instance.private_keys(), {"case": case_id, "url": url or "", "signed_at": data["generated"][0],
+                                              "audit_head": head})
     with instance.session() as s:
         audit.record(s, actor, "evidence.export", f"case:{case_id}", url=url or "", pages=len(data["pages"]),
                      sha256=hashlib.sha256(pdf).hexdigest())
@@ -222,5 +225,7 @@ def verify_pdf(path, pin=None, tsa_roots=None) -> dict:
         report["problems"].append("the PDF was altered after it was signed (SHA-256 differs)")
     report["manifest"] = {"case": doc.get("case"), "url": doc.get("url"), "signed_at": doc.get("signed_at"),
                           "sha256": doc.get("sha256")}
+    if doc.get("audit_head"):
+        report["audit_head"] = {**doc["audit_head"], "signed_at": doc.get("signed_at")}
     report["ok"] = not report["problems"]
     return report
