@@ -80,15 +80,18 @@ def open_page(d, url):
     wait_for(d, "document.documentElement.classList.contains('js')", 20)
 
 
-def check_state(d, name, lang):
-    """axe-core and tap targets on what the page shows now, and its screenshot."""
+def check_state(d, name, lang, show=None):
+    """axe-core and tap targets on what the page shows now, and its screenshot (of `show`)."""
     assert run_axe(d) == [], name
     assert d.execute_script(TAP_TARGETS) == [], name
     visible = d.find_element(By.TAG_NAME, "body").text
     for raw in ("adult_ncii", "(received)", "unknown_case_or_passphrase", " p1", " s1", " v1"):
         assert raw not in visible, (name, raw)
     if lang == "ja":
-        d.execute_script("window.scrollTo(0, 0)")
+        if show:
+            d.execute_script("document.querySelector(arguments[0]).scrollIntoView({block: 'center'})", show)
+        else:
+            d.execute_script("window.scrollTo(0, 0)")
         screenshot(d, f"phone-{name}-ja.png")
 
 
@@ -150,10 +153,10 @@ def test_the_receipt_asks_before_any_link_leaves_and_the_quick_exit_does_not(por
     click(d, d.find_element(By.ID, "kept"))
     assert d.find_element(By.ID, "case-number-again").text == number
     assert d.find_element(By.ID, "passphrase-again").text == passphrase
-    check_state(d, "kept-check", lang)
+    check_state(d, "kept-check", lang, show="#kept-check")
     click(d, d.find_element(By.ID, "kept-confirm"))
     assert d.find_element(By.ID, "kept-done").is_displayed()
-    check_state(d, "kept-done", lang)
+    check_state(d, "kept-done", lang, show="#kept-done")
     click(d, d.find_element(By.CSS_SELECTOR, "#result a[href$='/status']"))
     wait_for(d, "location.pathname === '/status'", 10)
 
@@ -176,7 +179,7 @@ def test_the_qr_code_and_the_saved_picture_hold_the_receipt(portal, phone):
     number, passphrase = register(d, portal, "ja")
     click(d, d.find_element(By.ID, "show-qr"))
     assert d.find_element(By.ID, "receipt-qr").is_displayed()
-    check_state(d, "qr", "ja")
+    check_state(d, "qr", "ja", show="#qr-area")
     png = base64.b64decode(d.execute_script("return document.querySelector('#receipt-qr').toDataURL('image/png')").split(",")[1])
     text = decode_qr(png)
     assert number in text and passphrase.replace("-", " ") in text, text
@@ -188,7 +191,7 @@ def test_the_qr_code_and_the_saved_picture_hold_the_receipt(portal, phone):
     card = WebDriverWait(d, 20).until(lambda _d: [p for p in d.download_dir.glob("*.png")])[0]
     assert number in decode_qr(card.read_bytes())
     assert len(portal.recorder.requests) == requests_before
-    check_state(d, "card-saved", "ja")
+    check_state(d, "card-saved", "ja", show="#card-note")
 
 
 def test_review_hides_her_pictures_until_one_tap_and_status_shows_words(portal, phone, media):
@@ -202,7 +205,7 @@ def test_review_hides_her_pictures_until_one_tap_and_status_shows_words(portal, 
     assert d.execute_script("return document.activeElement.id") == "consent-takedown"
     assert d.execute_script("return document.querySelector('#form-error').closest('fieldset')"
                             " === document.querySelector('#consent-takedown').closest('fieldset')")
-    check_state(d, "form-error", "ja")
+    check_state(d, "form-error", "ja", show="#form-error")
     click(d, d.find_element(By.ID, "consent-takedown"))
     click(d, d.find_element(By.ID, "review"))
     wait_for(d, "!document.querySelector('#submit').disabled", 120)
@@ -215,7 +218,7 @@ def test_review_hides_her_pictures_until_one_tap_and_status_shows_words(portal, 
         assert not item.find_element(By.CSS_SELECTOR, ".item-name").is_displayed()
     assert "generated.jpg" not in body and "more.png" not in body
     d.execute_script("document.querySelector('#review-area').scrollIntoView()")
-    check_state(d, "review", "ja")
+    check_state(d, "review", "ja", show="#review-list")
     # One tap shows that one (and only that one); a second tap hides it again.
     peek = items[0].find_element(By.CSS_SELECTOR, ".peek")
     click(d, peek)
@@ -236,7 +239,7 @@ def test_review_hides_her_pictures_until_one_tap_and_status_shows_words(portal, 
         d.find_element(By.ID, "passphrase").send_keys("まちがい")
         click(d, d.find_element(By.ID, "check"))
         wait_for(d, "document.querySelector('#status').classList.contains('error')", 30)
-        check_state(d, "status-wrong", lang)
+        check_state(d, "status-wrong", lang, show="#status")
         field = d.find_element(By.ID, "passphrase")
         field.clear()
         # Typed in katakana with full-width spaces: the same passphrase.
@@ -247,9 +250,9 @@ def test_review_hides_her_pictures_until_one_tap_and_status_shows_words(portal, 
         wait_for(d, "document.querySelector('#status').dataset.status === 'received'", 30)
         names = [li.text for li in d.find_elements(By.CSS_SELECTOR, "#items li span")]
         assert names == (["写真1", "写真2"] if lang == "ja" else ["Photo 1", "Photo 2"])
-        check_state(d, "status-found", lang)
+        check_state(d, "status-found", lang, show="#case-actions")
         click(d, d.find_element(By.ID, "add-more"))
-        check_state(d, "add-more", lang)
+        check_state(d, "add-more", lang, show="#add-area legend")
 
 
 def test_without_javascript_a_person_the_reason_and_the_quick_exit_remain(portal, tmp_path):
@@ -293,4 +296,4 @@ def test_face_tool_download_progress_moves(portal, phone, media):
     assert len(partial) >= 3, seen                    # it moved through several values
     status = d.find_element(By.CSS_SELECTOR, "#intake-form .face-tool-status").text
     assert "顔のツール" in status
-    check_state(d, "face-tool", "ja")
+    check_state(d, "face-tool", "ja", show=".face-tool-status")
