@@ -115,13 +115,32 @@ function signalsWorker() {
   return worker;
 }
 
-function inWorker(op, file, onProgress) {
+function askWorker(message, transfer = [], onProgress = () => {}) {
   return new Promise((resolve) => {
     const id = ++workerSeq;
     pending.set(id, { resolve, onProgress });
-    signalsWorker().postMessage({ id, op, file });
+    signalsWorker().postMessage({ id, ...message }, transfer);
   });
 }
+
+function inWorker(op, file, onProgress) {
+  return askWorker({ op, file }, [], onProgress);
+}
+
+// A video's heavy parts in the worker: its bytes' hashes, and each frame's PDQ (the frame's
+// pixels are moved there, not copied). Only seeking and reading frames stay on this thread.
+const videoInWorker = {
+  hashBytes: async (file, onProgress) => {
+    const r = await inWorker('filehash', file, onProgress);
+    if (!r || r.error) throw new Error((r && r.error && r.error.message) || 'the file could not be read');
+    return r;
+  },
+  hashFrame: async (rgba, width, height) => {
+    const r = await askWorker({ op: 'pdq', rgba, width, height }, [rgba.buffer]);
+    if (!r || r.error) throw new Error((r && r.error && r.error.message) || 'a frame could not be measured');
+    return r;
+  },
+};
 
 export function stopWorker() {
   if (worker) worker.terminate();
@@ -408,7 +427,7 @@ export function setupForm(options) {
           await startFaceTool();                 // one download, shown in step 3, then cached
           entry.ui.status.textContent = t('item-working');
         }
-        if (entry.kind === 'video') result = await videoSignals(entry.file, { onProgress });
+        if (entry.kind === 'video') result = await videoSignals(entry.file, { onProgress, ...videoInWorker });
         else result = await inWorker(WORKER_OP[entry.kind], entry.file, onProgress);
         entry.ui.progress.value = 1;
         // A video this browser cannot decode still has its file hashes: an exact copy matches.

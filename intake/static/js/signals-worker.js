@@ -6,7 +6,11 @@
 //               {id, op: 'faces', file}  -> faces of a selfie (descriptors as plain arrays)
 //               {id, op: 'source', file} -> both: an ordinary photo of herself (PDQ and faces)
 // Messages out: {id, progress: 0..1} while working, then {id, result} or {id, error: {code, message}}.
+import { hashFile } from './filehash.js';
 import { decodeBitmap, photoSignals } from './photo.js';
+
+let pdqLoaded = null;
+const pdqModule = () => (pdqLoaded ||= import('./pdq.js'));
 
 const MODEL_URL = new URL('../vendor/face-api/model/', import.meta.url).href;
 let facesReady = null;
@@ -54,6 +58,15 @@ let chain = Promise.resolve();
 
 self.onmessage = (event) => {
   const { id, op, file } = event.data || {};
+  if (op === 'pdq') {
+    // One video frame from the page: answered at once, between the steps of a longer job
+    // (the video's own file hashing runs in the chain and awaits its reads).
+    pdqModule().then(({ pdqHash }) => {
+      const { rgba, width, height } = event.data;
+      self.postMessage({ id, result: pdqHash(rgba, width, height) });
+    }).catch((e) => self.postMessage({ id, error: { code: 'internal', message: String((e && e.message) || e) } }));
+    return;
+  }
   chain = chain.then(async () => {
     const progress = (p) => self.postMessage({ id, progress: p });
     try {
@@ -62,6 +75,8 @@ self.onmessage = (event) => {
         progress(0.05);
         result = await photoSignals(file);
         progress(1);
+      } else if (op === 'filehash') {
+        result = await hashFile(file, progress);
       } else if (op === 'faces') {
         result = await faces(file, progress);
       } else if (op === 'source') {

@@ -174,7 +174,10 @@ function asError(e) {
   return { code: 'internal', message: String(e && e.message ? e.message : e) };
 }
 
-export async function videoSignals(file, { onProgress } = {}) {
+// hashBytes(file, onProgress) -> {sha256, md5} and hashFrame(rgba, width, height) ->
+// {hash, quality} default to this thread; the intake page passes its signals worker's, so
+// that only seeking and reading frames stay on the page's thread (taps keep registering).
+export async function videoSignals(file, { onProgress, hashBytes = hashFile, hashFrame = null } = {}) {
   const report = typeof onProgress === 'function' ? onProgress : () => {};
   let hashShare = 0;
   let frameShare = 0;
@@ -189,16 +192,16 @@ export async function videoSignals(file, { onProgress } = {}) {
   };
   progress();
 
-  const hashing = hashFile(file, (p) => { hashShare = p; progress(); })
+  const hashing = hashBytes(file, (p) => { hashShare = p; progress(); })
     .then((h) => ({ ok: h }), (e) => ({ err: e }));
 
   let frames = null;
   let frameError = null;
   try {
-    const { pdqHash } = await import('./pdq.js');
+    const pdq = hashFrame || (await import('./pdq.js')).pdqHash;
     const vpdq = [];
-    const { duration } = await sampleFrames(file, (t, rgba, w, h) => {
-      const { hash, quality } = pdqHash(rgba, w, h);
+    const { duration } = await sampleFrames(file, async (t, rgba, w, h) => {
+      const { hash, quality } = await pdq(rgba, w, h);
       vpdq.push([t, quality, hash]);
     }, { onProgress: (p) => { frameShare = p; progress(); } });
     frames = { duration, vpdq };
