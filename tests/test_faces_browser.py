@@ -5,7 +5,8 @@ one who holds no images (#no-images opens #source-photos: ordinary photos of her
 crawled page (the real crawler, Chromium, dlib) shows a *different* photo of the first, a
 photo of someone else, and a simulated deepfake edit of the second one's ordinary photo.
 The matcher built from the database finds the first in her other photo and nobody in the
-stranger's, finds the second in the edit by her face, and the review queue lists each case's
+stranger's, finds the second in the edit by her face (and by the top third of her photo, which
+the edit kept), and the review queue lists each case's
 face candidates best first, with the plain reason and "found by a source photo".
 
 Photos: ../shared/data/faces-verification (labelled public figures; skipped where absent).
@@ -129,6 +130,10 @@ def test_selfies_and_source_photos_find_her_in_other_photos(tmp_path, chromium):
         her = found[(a, "her.jpg", "face")]
         assert her.distance < 0.52 and her.evidence["face_closer"] == 1.0 and her.evidence["cohort"] >= 400
         assert found[(b, "edited.jpg", "face")].evidence["item"] in ("o1", "o2")
+        # and by the top third of her photo, hashed in her browser: the edit kept it
+        top = found[(b, "edited.jpg", "pdq")]
+        assert top.evidence["variant"] == top.evidence["query_variant"] == "top-third" and top.distance <= 31
+        assert not any(k == "pdq" and c == b and name != "edited.jpg" for c, name, k in found)
 
         # The review queue: each case's face candidates best first, with the plain reason; the
         # edit labelled as found by face through a source photo.

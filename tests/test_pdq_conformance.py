@@ -330,7 +330,7 @@ def test_variants_agree_between_browser_and_server_code(conformance):
         checked += 1
     assert checked >= 150
     seen = {v["variant"] for r in js for v in r.get("variants", [])}
-    assert seen == {"full", "trimmed", "crop-1:1", "crop-4:3", "crop-3:4", "crop-16:9", "crop-9:16"}
+    assert seen == {"full", "trimmed", "crop-1:1", "crop-4:3", "crop-3:4", "crop-16:9", "crop-9:16", "top-third"}
 
 
 # --- trim -------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from workers.system import context
 
 log = logging.getLogger("kesu.takein")
 
-PDQ_VARIANTS = ("full", "trimmed", "crop-1:1", "crop-4:3", "crop-3:4", "crop-16:9", "crop-9:16")
+PDQ_VARIANTS = ("full", "trimmed", "crop-1:1", "crop-4:3", "crop-3:4", "crop-16:9", "crop-9:16", "top-third")
 MAX_ITEMS = 200
 MAX_SIGNALS = 20_000
 MAX_FRAMES = 10_800

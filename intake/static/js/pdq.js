@@ -33,6 +33,8 @@ export const TRIM_MIN_KEEP = 0.1;
 // Thumbnail shapes registered as centre crops, and how close to the image's own shape a crop
 // may be before it is skipped (it would be the full image again).
 export const CROP_ASPECTS = [['1:1', 1, 1], ['4:3', 4, 3], ['3:4', 3, 4], ['16:9', 16, 9], ['9:16', 9, 16]];
+export const TOP_PART = 3;
+export const TOP_MIN_ROWS = 32;
 export const CROP_SKIP_RELATIVE = 0.02;
 
 export const DIHEDRAL_VARIANTS = ['orig', 'rot90', 'rot180', 'rot270', 'flipx', 'flipy', 'flipplus', 'flipminus'];
@@ -540,5 +542,8 @@ export function pdqVariants(rgba, width, height) {
     if (Math.abs(own / aspect - 1) <= CROP_SKIP_RELATIVE) continue;
     out.push({ variant: `crop-${name}`, ...hashBox(rgba, width, height, centerCrop(width, height, aspect)) });
   }
+  // The top third on its own: an edit that repaints her body keeps it (images.py TOP_PART).
+  const top = Math.floor(height / TOP_PART);
+  if (top >= TOP_MIN_ROWS) out.push({ variant: 'top-third', ...hashBox(rgba, width, height, { x: 0, y: 0, width, height: top }) });
   return out;
 }
