@@ -165,11 +165,14 @@ export async function decodeImage(blob) {
 
 // Signals of one photo: {sha256, md5, width, height, pdq: [{variant, hash, quality}]}, or
 // {error: {code, message}}. Never throws; gives up on a decode that takes too long.
-export async function photoSignals(blob) {
+// onProgress(0..1) after each stage (decode, PDQ variants, file hashes), so her bar moves.
+export async function photoSignals(blob, onProgress = () => {}) {
   try {
     const { rgba, width, height } = await withTimeout(decodeImage(blob), DECODE_TIMEOUT_MS, 'decoding the image');
+    onProgress(0.4);
     const pdq = pdqVariants(rgba, width, height);
-    const { sha256, md5 } = await hashFile(blob);
+    onProgress(0.8);
+    const { sha256, md5 } = await hashFile(blob, (p) => onProgress(0.8 + 0.2 * p));
     return { sha256, md5, width, height, pdq };
   } catch (err) {
     if (err instanceof PhotoError) return { error: { code: err.code, message: err.message } };

@@ -73,14 +73,14 @@ self.onmessage = (event) => {
       let result;
       if (op === 'photo') {
         progress(0.05);
-        result = await photoSignals(file);
+        result = await photoSignals(file, progress);
         progress(1);
       } else if (op === 'filehash') {
         result = await hashFile(file, progress);
       } else if (op === 'faces') {
         result = await faces(file, progress);
       } else if (op === 'source') {
-        const photo = await photoSignals(file);
+        const photo = await photoSignals(file, (p) => progress(p / 2));
         result = photo.error ? photo : { ...photo, ...(await faces(file, (p) => progress(0.5 + p / 2))) };
       } else {
         result = { error: { code: 'internal', message: `unknown operation ${op}` } };
