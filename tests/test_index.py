@@ -390,7 +390,9 @@ def test_face_cohort_ranks_a_face_that_resembles_many_strangers_below_a_distinct
     m = confidence.Model()
     assert m.confidence([h]) > m.confidence([l])
     assert confidence.face_rarity(h) > confidence.face_rarity(l) > 0
-    assert m.confidence([h]) < confidence.FLAG_AT           # a face alone still asks a human
+    assert m.confidence([h]) < confidence.FLAG_AT           # a face alone still asks a human,
+    best_face = {"kind": "face", "distance": 0.0, "faces_agreeing": 50, "face_closer": 1.0, "cohort": 10**6}
+    assert m.confidence([best_face]) < confidence.FLAG_AT   # however close, rare and agreed
 
     # A withdrawn case leaves no cached rank behind; the cohort keeps its faces (crawled, not hers).
     idx.remove_case(2)

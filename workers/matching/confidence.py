@@ -28,11 +28,12 @@ FLAG_AT = 0.95
 PDQ_SCALE = 32.0          # PDQ distance in bits; 31 is the threshold
 FACE_SCALE = 0.52         # workers.matching.index.FACE_THRESHOLD
 
+MAX_FACES_AGREEING = 10
 FACE_RARITY_DECADES = 4.0  # "closer than 99.99 % of other faces" gives the full face_rarity
 
 FEATURES = ("bias", "exact", "pdq_has", "pdq_sim", "vpdq_share", "face_has", "face_sim", "faces_log", "domain",
             "face_rarity")
-PRIOR = np.array([-3.0, 8.0, 3.0, 4.5, 7.0, 1.0, 2.0, 0.8, 1.0, 1.5])
+PRIOR = np.array([-3.0, 8.0, 3.0, 4.5, 7.0, 1.0, 2.0, 0.8, 1.0, 1.0])
 PRIOR_STRENGTH = 1.0      # precision of the Gaussian prior on each weight
 
 
@@ -53,7 +54,8 @@ def features(evidence: list[dict], domain_logit: float = 0.0) -> np.ndarray:
         elif kind == "face":
             x[5] = 1.0
             x[6] = max(x[6], max(0.0, 1.0 - d / FACE_SCALE))
-            x[7] = max(x[7], math.log1p(int(c.get("faces_agreeing", 1))))
+            # at most 10 agreeing faces count: with the rarity, a face alone stays below FLAG_AT
+            x[7] = max(x[7], math.log1p(min(MAX_FACES_AGREEING, int(c.get("faces_agreeing", 1)))))
             x[9] = max(x[9], face_rarity(c))
     x[8] = domain_logit
     return x
