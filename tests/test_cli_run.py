@@ -30,8 +30,11 @@ def test_init_is_idempotent_and_fails_clearly(env):
     assert no_tty.returncode != 0 and "KESU_KEY_PASSPHRASE" in no_tty.stderr
     first = kesu_cli("init", env={**env, "KESU_KEY_PASSPHRASE": TEST_PASSPHRASE})
     assert first.returncode == 0 and "created" in first.stderr, first.stderr
-    again = kesu_cli("init", env={**env, "KESU_KEY_PASSPHRASE": TEST_PASSPHRASE})
-    assert again.returncode == 0 and "up to date" in again.stderr
+    # No organisation contact yet: said at init (and `kesu status` names it until set).
+    assert "no person to reach" in first.stderr and "KESU_ORG_PHONE" in first.stderr
+    contact = {"KESU_ORG_NAME": "Support Centre", "KESU_ORG_PHONE": "03-0000-0000", "KESU_ORG_EMAIL": "help@example.org"}
+    again = kesu_cli("init", env={**env, **contact, "KESU_KEY_PASSPHRASE": TEST_PASSPHRASE})
+    assert again.returncode == 0 and "up to date" in again.stderr and "no person to reach" not in again.stderr
     wrong = kesu_cli("init", env={**env, "KESU_KEY_PASSPHRASE": "not the passphrase"})
     assert wrong.returncode != 0 and "wrong key passphrase" in wrong.stderr
     secrets = Path(env["KESU_INSTANCE"]) / "secrets"
