@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import serve_app, wait_for
-from intake_harness import open_portal
+from intake_harness import open_portal, run_axe
 from PIL import Image, ImageDraw
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
@@ -67,6 +67,8 @@ def register(d, portal, *, selfies=(), sources=()):
         assert not d.find_element(By.ID, "source-photos").is_displayed()
         click(d, d.find_element(By.ID, "no-images"))
         wait_for(d, "!document.querySelector('#source-photos-area').hidden")
+        assert d.find_element(By.ID, "no-images").get_attribute("aria-expanded") == "true"
+        assert run_axe(d) == []
         d.find_element(By.ID, "source-photos").send_keys("\n".join(str(DATA / f) for f in sources))
     click(d, d.find_element(By.ID, "consent-faces"))
     click(d, d.find_element(By.ID, "consent-takedown"))
