@@ -14,7 +14,8 @@ from web import make_app, route_log
 
 def create_app(instance: Instance | None = None):
     instance = instance or Instance()
-    app = make_app("backoffice", static_folder=Path(__file__).with_name("static"))
+    # wasm: the login page's proof of work runs hash-wasm (WebAssembly compile only, no eval)
+    app = make_app("backoffice", static_folder=Path(__file__).with_name("static"), wasm=True)
     app.config.update(
         SECRET_KEY=instance.settings.secret("session"),
         WTF_CSRF_TIME_LIMIT=None,           # the token lives as long as the session

@@ -1,26 +1,27 @@
-"""Staff accounts: Argon2id passwords, mandatory TOTP without replay, growing delays."""
+"""Staff accounts: Argon2id passwords, mandatory TOTP without replay.
+
+Guessing is slowed in the login view (web.throttle, keyed by the HMAC of the e-mail address
+typed, whether or not such an account exists), never here: a lock kept on the account row
+let anyone keep a person out, and showed which addresses have accounts.
+"""
 import hmac
 import time
-from datetime import timedelta
 
 import pyotp
 from sqlalchemy import select
 
 from crypto import envelope, passphrases
 from store import audit
-from store.models import Staff, utcnow
+from store.models import Staff
 
 ROLES = ("admin", "staff", "lawyer")
-FREE_FAILURES = 5            # then each failure doubles the wait: 2 s, 4 s ... capped
-MAX_DELAY = timedelta(minutes=15)
 
 
 class LoginRefused(Exception):
     """Why a login failed, in words safe to show (never which factor was wrong)."""
 
-    def __init__(self, message: str, retry_after: int = 0):
+    def __init__(self, message: str):
         super().__init__(message)
-        self.retry_after = retry_after
 
 
 def totp_key(instance) -> bytes:
@@ -65,17 +66,13 @@ def _totp_step(secret: str, code: str, after_step: int, now: float) -> int | Non
 def authenticate(instance, email: str, password: str, code: str, now: float | None = None) -> Staff:
     """Password + TOTP. The same work is done for unknown e-mail addresses.
 
-    A failure is written (counter, delay, audit entry) before it is raised.
+    A failure is written (counter, audit entry) before it is raised.
     """
     now = time.time() if now is None else now
     email = (email or "").strip().lower()
     refused: LoginRefused | None = None
     with instance.session() as s:
         staff = s.execute(select(Staff).where(Staff.email == email)).scalar_one_or_none()
-        stamp = utcnow()
-        if staff and staff.throttled_until and staff.throttled_until > stamp:
-            wait = int((staff.throttled_until - stamp).total_seconds()) + 1
-            raise LoginRefused("too many attempts: wait and try again", retry_after=wait)
         ok = passphrases.verify_secret(instance.pepper, staff.password_hash if staff else None, password)
         step = None
         if ok and staff.active:
@@ -85,17 +82,13 @@ def authenticate(instance, email: str, password: str, code: str, now: float | No
             audit.record(s, "anonymous", "login.failed", "staff:unknown")
             refused = LoginRefused("e-mail, password or code is wrong")
         elif not ok or step is None or not staff.active:
-            staff.failed_logins += 1
-            over = staff.failed_logins - FREE_FAILURES
-            if over >= 0:
-                staff.throttled_until = stamp + min(MAX_DELAY, timedelta(seconds=2 ** (over + 1)))
+            staff.failed_logins += 1                    # shown to admins; never a lock
             audit.record(s, f"staff:{staff.id}", "login.failed", f"staff:{staff.id}",
                          reason="disabled" if ok and not staff.active else "credentials")
             refused = LoginRefused("e-mail, password or code is wrong")
         else:
             staff.last_totp_step = step
             staff.failed_logins = 0
-            staff.throttled_until = None
             audit.record(s, f"staff:{staff.id}", "login", f"staff:{staff.id}")
     if refused:
         raise refused

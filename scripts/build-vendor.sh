@@ -41,3 +41,6 @@ rm -rf "$out" && mv "$out.tmp" "$out"
 staff=backoffice/static/vendor
 rm -rf "$staff" && mkdir -p "$staff/chart.js"
 cp $nm/chart.js/dist/chart.umd.min.js "$staff/chart.js/"
+# hash-wasm again for the login page's proof of work (backoffice/static/js/pow.js links to the intake's).
+mkdir -p "$staff/hash-wasm"
+cp $nm/hash-wasm/dist/index.esm.min.js "$staff/hash-wasm/hash-wasm.mjs"

@@ -85,3 +85,37 @@ def test_login_page_is_japanese_when_asked(chromium, backoffice):
     assert chromium.find_element(By.TAG_NAME, "h1").text == "ログイン"
     chromium.get(url + "/login?lang=en")
     assert chromium.find_element(By.TAG_NAME, "h1").text == "Log in"
+
+
+def test_a_throttled_login_gets_in_by_solving_the_challenge_in_the_page(chromium, tmp_path):
+    """Someone failed twenty times with her address: her login is answered with a challenge
+    at full production size, login.js solves it, and she is in (no waiting out a delay)."""
+    from backoffice import accounts, auth, create_app
+    from web.throttle import Throttle
+    instance = make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'instance' / 'kesu.db'}")
+    secret = accounts.add(instance, "admin@example.org", "correct horse battery staple", "admin")
+    app = create_app(instance)
+    gate = app.extensions["kesu.login_throttle"] = Throttle(clock=lambda: 0.0)     # time stands still
+    with app.test_request_context():
+        key = auth._login_key("admin@example.org")
+    for _ in range(20):
+        gate.begin(key)
+        gate.end(key, ok=False)
+    url, stop = serve_app(app)
+    try:
+        chromium.delete_all_cookies()
+        code = pyotp.TOTP(secret).now()
+        log_in(chromium, url, code)
+        assert not chromium.find_elements(By.ID, "welcome")
+        form = chromium.find_element(By.ID, "login-form")
+        assert int(form.get_attribute("data-work-count")) == Throttle().work.max_count
+        chromium.find_element(By.ID, "password").send_keys("correct horse battery staple")
+        chromium.find_element(By.ID, "code").send_keys(code)
+        started = time.monotonic()
+        chromium.find_element(By.ID, "login").click()
+        WebDriverWait(chromium, 60).until(EC.staleness_of(form))
+        wait_for(chromium, "!!document.getElementById('welcome')")
+        print(f"login.js solved the largest challenge and logged in in {time.monotonic() - started:.1f} s")
+        assert time.monotonic() - started < 30
+    finally:
+        stop()

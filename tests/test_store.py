@@ -110,15 +110,15 @@ def test_staff_login_with_totp_rejects_replay_and_slows_guessing(instance):
         accounts.authenticate(instance, "staff@example.org", "wrong password!!", totp_now(secret, 1))
     with pytest.raises(accounts.LoginRefused):       # unknown account: same answer
         accounts.authenticate(instance, "nobody@example.org", "a long enough password", code)
-    for _ in range(accounts.FREE_FAILURES):
+    for _ in range(5):
         with pytest.raises(accounts.LoginRefused):
             accounts.authenticate(instance, "staff@example.org", "wrong password!!", "000000")
-    with pytest.raises(accounts.LoginRefused) as refused:
-        accounts.authenticate(instance, "staff@example.org", "a long enough password", totp_now(secret, 1))
-    assert refused.value.retry_after > 0             # slowed down, not locked out for good
+    # No lock on the account row (the login view slows guessing: tests/test_backoffice_access.py).
+    assert accounts.authenticate(instance, "staff@example.org", "a long enough password",
+                                 totp_now(secret, 1)).role == "staff"
     with instance.session() as s:
         actions = [e.action for e in s.execute(select(AuditEntry)).scalars()]
-        assert actions.count("login") == 1 and actions.count("login.failed") >= 3
+        assert actions.count("login") == 2 and actions.count("login.failed") >= 3
         assert audit.verify(s) is None
 
 

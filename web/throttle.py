@@ -60,7 +60,7 @@ class Work:
     "<challenge>.<i>.<nonce>" must start with `bits` zero bits. Many small puzzles instead of
     one big one keep the time to solve steady."""
 
-    def __init__(self, bits: int = 12, max_count: int = 256, ttl: float = 120.0,
+    def __init__(self, bits: int = 12, max_count: int = 128, ttl: float = 120.0,
                  max_used: int = 200_000, clock=time.monotonic):
         self.bits, self.max_count, self.ttl, self.max_used = bits, max_count, ttl, max_used
         self.clock = clock
@@ -110,7 +110,7 @@ class Throttle:
     def __init__(self, case_free: int = 5, case_base: float = 1.0, case_cap: float = 300.0,
                  global_free: int = 60, global_window: float = 60.0, global_base: float = 0.5,
                  global_step: float = 20.0, global_cap: float = 30.0, forget_after: float = 86400.0,
-                 max_keys: int = 200_000, work_bits: int = 12, work_max_count: int = 256,
+                 max_keys: int = 200_000, work_bits: int = 12, work_max_count: int = 128,
                  clock=time.monotonic):
         self.case_free, self.case_base, self.case_cap = case_free, case_base, case_cap
         self.global_free, self.global_window = global_free, global_window
@@ -235,7 +235,7 @@ class RateLimit:
     SCOPE = "rate-limit"
 
     def __init__(self, per_minute: float = 30.0, burst: int = 30, step: int = 30, work_bits: int = 12,
-                 work_max_count: int = 256, clock=time.monotonic):
+                 work_max_count: int = 128, clock=time.monotonic):
         self.rate = per_minute / 60.0
         self.burst = float(burst)
         self.step = max(1, step)
@@ -252,7 +252,7 @@ class RateLimit:
         return cls(per_minute=float(extra.get("throttle_create_per_minute", 30)),
                    burst=int(extra.get("throttle_create_burst", 30)),
                    work_bits=int(extra.get("throttle_work_bits", 12)),
-                   work_max_count=int(extra.get("throttle_work_max_count", 256)))
+                   work_max_count=int(extra.get("throttle_work_max_count", 128)))
 
     def take(self, solution: str | None = None) -> Verdict:
         with self._lock:

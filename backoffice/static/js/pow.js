@@ -1,0 +1,1 @@
+../../../intake/static/js/pow.js
