@@ -66,6 +66,7 @@ def create_app(instance: Instance | None = None):
     for blueprint in (auth.bp, main.bp, review.bp, takedown.bp, cases.bp, manual.bp, domains.bp, patrol.bp,
                       stats.bp, admin.bp):
         app.register_blueprint(blueprint)
+    register_error_pages(app)
     logging.getLogger("kesu.backoffice").debug("back office ready")
     return app
 
@@ -108,3 +109,30 @@ def category_label(code: str | None) -> str:
               "deepfake": _("Deepfake"), "voyeur": _("Voyeurism (secretly filmed)"),
               "coerced_av": _("Coerced adult-video appearance"), "dmca": _("Copyright (DMCA)")}
     return labels.get(code or "", code or "—")
+
+
+def register_error_pages(app) -> None:
+    """403, 404, 405, 413, 500 as pages of the back office (its layout, the reader's language)."""
+    from flask import render_template
+    from flask_babel import gettext as _
+    from werkzeug.exceptions import HTTPException, InternalServerError
+
+    def page(code: int):
+        texts = {400: (_("The form could not be used"), _("The page was open too long, or the form was sent twice. "
+                                                        "Go back, reload the page and try again.")),
+                 403: (_("Not for your role"), _("Your role cannot open this page. The menu shows the pages you can use.")),
+                 404: (_("Not found"), _("This page does not exist, or what it showed was withdrawn.")),
+                 405: (_("Not possible here"), _("This address does not take that kind of request.")),
+                 413: (_("Too large"), _("What you sent is larger than the back office accepts.")),
+                 500: (_("Something went wrong"), _("The back office failed on this page. Nothing was lost; "
+                                                    "try again, and tell the administrator if it happens again."))}
+        title, text = texts.get(code, texts[500])
+        return render_template("backoffice/error.html", code=code, title=title, text=text), code
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        return page(exc.code) if exc.code in (400, 403, 404, 405, 413) else exc
+
+    @app.errorhandler(InternalServerError)
+    def server_error(_exc):
+        return page(500)

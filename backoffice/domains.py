@@ -300,7 +300,9 @@ def _edit_page(domain_id):
         events = s.execute(select(TakedownEvent).join(Takedown, Takedown.id == TakedownEvent.takedown_id)
                            .where(Takedown.domain_id == domain.id, TakedownEvent.kind.in_(("check", "notice", "sent")))
                            .order_by(TakedownEvent.id.desc()).limit(20)).scalars().all()
+    from backoffice.takedown import prediction_text
     return render_template("backoffice/domains_edit.html", domain=domain, errors=errors, takedowns=takedowns,
+                           prediction=prediction_text(domain.prediction if domain else None),
                            counts=counts, events=events, display_domain=display_domain), (400 if errors else 200)
 
 

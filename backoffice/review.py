@@ -21,6 +21,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask_babel import gettext as _
@@ -54,6 +55,23 @@ def _actor() -> str:
 
 
 # --- the queue ---------------------------------------------------------------------------------
+
+def pdq_reason(distance: float, evidence: dict) -> str:
+    """What a PDQ match means for a person: "same picture, flipped" rather than "4 bits (flipy / full)".
+    The crawled picture's orientation (query_variant: the dihedral variants of workers.signals.images)
+    and the registered variant (full, trimmed, crop-W:H) say how it was changed."""
+    d = int(distance)
+    how = (_("same picture") if d <= 8 else _("very similar picture") if d <= 20
+           else _("similar picture (look closely)"))
+    turned = {"rot90": _("turned a quarter"), "rot270": _("turned a quarter"), "rot180": _("turned upside down"),
+              "flipx": _("flipped upside down"), "flipy": _("flipped"), "flipplus": _("flipped diagonally"),
+              "flipminus": _("flipped diagonally")}.get(evidence.get("query_variant") or "")
+    variant = evidence.get("variant") or ""
+    cut = (_("its border cut off") if variant == "trimmed" else
+           _("cropped to %(shape)s", shape=variant[5:]) if variant.startswith("crop-") else None)
+    from flask_babel import get_locale
+    return ("、" if str(get_locale()) == "ja" else ", ").join(x for x in (how, turned, cut) if x)
+
 
 def face_reason(evidence: dict) -> str | None:
     """The plain reason of a face candidate: where its distance stands among other people's
@@ -96,7 +114,8 @@ def queue_page(instance, view: str = "open", page: int = 1, case: int | None = N
                 "kinds": [{"kind": m.kind, "distance": m.distance, "id": m.id, "state": m.state,
                            "evidence": m.evidence or {},
                            "item_kind": item_kinds.get((m.evidence or {}).get("item")),
-                           "reason": face_reason(m.evidence or {}) if m.kind == "face" else None}
+                           "reason": (face_reason(m.evidence or {}) if m.kind == "face" else
+                                      pdq_reason(m.distance, m.evidence or {}) if m.kind == "pdq" else None)}
                           for m in matches],
                 "state": matches[0].state if len({m.state for m in matches}) == 1 else "mixed",
                 "matched_items": items,
@@ -135,7 +154,8 @@ def queue():
         audit.record(s, _actor(), "review.view", "review", view=view, page=page,
                      pairs=[r["key"] for r in rows])
     pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
-    return render_template("backoffice/review.html", rows=rows, labels=labels, view=view, views=list(VIEWS),
+    return render_template("backoffice/review.html", new_takedowns=session.pop("new_takedowns", []), rows=rows,
+                           labels=labels, view=view, views=list(VIEWS),
                            page=page, pages=pages, total=total, flag_at=FLAG_AT, case=case)
 
 
@@ -253,6 +273,8 @@ def decide_view():
         result = decide(instance, _actor(), g.staff.id, pairs, decision)
         flash(_("%(n)d decision(s) saved; %(t)d URL(s) to take down.", n=len(pairs), t=len(result["takedowns"])),
               "info")
+        if result["takedowns"]:
+            session["new_takedowns"] = result["takedowns"][:20]     # linked once on the next page
     view = request.form.get("view", "open")
     page = request.form.get("page", 1, type=int) or 1
     return redirect(url_for("review.queue", view=view if view in VIEWS else "open", page=max(1, page)))

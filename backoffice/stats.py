@@ -1,8 +1,9 @@
 """Statistics: per year, requests and what became of them; by category and by domain; CSV.
 
 Counts only: no case, no URL, no victim. "Requests" are takedowns (one URL of one case) made
-that year; their outcome is the takedown's current status, with "requested" and "ongoing"
-counted together as ongoing. A withdrawn case's takedowns are deleted with it; `store.tally.tally()`,
+that year; their outcome is the takedown's current status: "requested" (a notice went out, no
+answer yet) and "ongoing" (not requested yet) are counted apart, as staff read them.
+A withdrawn case's takedowns are deleted with it; `store.tally.tally()`,
 called by the withdrawal just before, keeps their counts in takedown_tallies, which the statistics add in.
 """
 import csv
@@ -18,8 +19,8 @@ from store.models import Case, Domain, Takedown, TakedownTally
 
 bp = Blueprint("stats", __name__, url_prefix="/stats")
 
-OUTCOMES = ("removed", "partly_removed", "still_up", "on_hold", "ongoing")
-_FOLD = {"requested": "ongoing", "ongoing": "ongoing"}
+OUTCOMES = ("removed", "partly_removed", "still_up", "on_hold", "requested", "ongoing")
+_FOLD: dict[str, str] = {}
 
 
 def _blank() -> dict:
@@ -88,6 +89,11 @@ def to_csv(data: dict) -> str:
     return buf.getvalue()
 
 
+def outcome_labels() -> dict:
+    return {"removed": _("Removed"), "partly_removed": _("Partly removed"), "still_up": _("Still up"),
+            "on_hold": _("On hold"), "requested": _("Requested, no answer yet"), "ongoing": _("Not requested yet")}
+
+
 def _year_arg():
     value = request.args.get("year", type=int)
     return value if value and 1990 < value < 3000 else None
@@ -98,9 +104,10 @@ def _year_arg():
 def index():
     with current_instance().session() as s:
         data = compute(s, _year_arg())
-    labels = {"removed": _("Removed"), "partly_removed": _("Partly removed"), "still_up": _("Still up"),
-              "on_hold": _("On hold"), "ongoing": _("Ongoing")}
-    return render_template("backoffice/stats.html", data=data, labels=labels)
+    from backoffice import category_label
+    for row in data["by_category"]:
+        row["label"] = category_label(row["category"])
+    return render_template("backoffice/stats.html", data=data, labels=outcome_labels())
 
 
 @bp.route("/data.json")
@@ -108,8 +115,10 @@ def index():
 def data_json():
     with current_instance().session() as s:
         data = compute(s, _year_arg())
-    data["labels"] = {"removed": _("Removed"), "partly_removed": _("Partly removed"), "still_up": _("Still up"),
-                      "on_hold": _("On hold"), "ongoing": _("Ongoing"), "requests": _("Requests")}
+    data["labels"] = {**outcome_labels(), "requests": _("Requests")}
+    from backoffice import category_label
+    for row in data["by_category"]:
+        row["label"] = category_label(row["category"])
     return jsonify(data)
 
 

@@ -38,14 +38,26 @@ def status_labels() -> dict:
             "unknown": _("Unknown (see why)")}
 
 
+MIN_HISTORY = 5          # finished requests (at the widest level) before a number is shown at all
+
+
 def prediction_text(prediction: dict | None) -> str:
-    if not prediction or prediction.get("p_within") is None:
-        if prediction and prediction.get("p_remove") is not None:
-            return _("Likely to remove: %(percent)d %% (no timing data yet)",
-                     percent=round(100 * prediction["p_remove"]))
+    """An honest reading of workers.takedown.predict: with little history it says so instead of a
+    confident percentage, and a number always comes with its range and what it rests on."""
+    if not prediction:
         return _("No prediction yet")
+    history = max([int(v.get("trials") or 0) for v in (prediction.get("levels") or {}).values()] or [0])
+    if history < MIN_HISTORY:
+        return _("Too little history to predict yet (%(n)d finished request(s) so far)", n=history)
+    lo, hi = (prediction.get("interval") or [None, None])[:2]
+    span = (_(" (likely between %(lo)d and %(hi)d %%)", lo=round(100 * lo), hi=round(100 * hi))
+            if lo is not None and hi is not None else "")
+    basis = _("; %(n)d earlier request(s) to this site", n=int(prediction.get("n") or 0))
+    if prediction.get("p_within") is None:
+        return _("Likely to remove: %(percent)d %% (no timing data yet)",
+                 percent=round(100 * prediction["p_remove"])) + span + basis
     return _("Likely to remove: %(percent)d %% within %(days)d days",
-             percent=round(100 * prediction["p_within"]), days=prediction["within_days"])
+             percent=round(100 * prediction["p_within"]), days=prediction["within_days"]) + span + basis
 
 
 @bp.route("/")

@@ -97,7 +97,12 @@ def test_prediction_from_history_and_route_order(instance):
     app = create_app(instance)
     with app.test_request_context("/?lang=en"):
         text = prediction_text(p_fast)
-    assert re.fullmatch(r"Likely to remove: \d+ % within 7 days", text), text
+    assert re.fullmatch(r"Likely to remove: \d+ % within 7 days \(likely between \d+ and \d+ %\); "
+                        r"\d+ earlier request\(s\) to this site", text), text
+    # one success is not a rate: with little history the sentence says so
+    little = {**p_fast, "levels": {k: {**v, "trials": 1} for k, v in p_fast["levels"].items()}}
+    with app.test_request_context("/?lang=en"):
+        assert prediction_text(little) == "Too little history to predict yet (1 finished request(s) so far)"
 
 
 

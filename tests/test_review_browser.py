@@ -121,6 +121,9 @@ def test_review_queue_blur_keyboard_confirm_creates_takedown(chromium, review_si
         actions = [a for a, in s.execute(select(AuditEntry.action))]
         for wanted in ("review.view", "media.thumbnail", "match.confirm", "takedown.create"):
             assert wanted in actions
+    # After confirming, the new takedown is one click away.
+    link = chromium.find_element(By.CSS_SELECTOR, "#new-takedowns a")
+    assert link.get_attribute("href").endswith(f"/takedowns/{tds[0].id}") and link.text == f"KESU-{tds[0].id}"
     # The confirmed pair left the open queue; the other stays.
     rows = chromium.find_elements(By.CSS_SELECTOR, "tr.review-row")
     assert [r.get_attribute("data-key") for r in rows] == [f"{case_b}:{m2}"]

@@ -283,6 +283,8 @@ def collect(instance) -> dict:
     status["mail"] = _mail(instance)
     status["disk"] = disk(settings)
     status["contact_missing"] = settings.missing_contact()
+    from workers.takedown.notify import missing_fields
+    status["notice_settings_missing"] = missing_fields(settings, None, "*")
     status["problem_codes"] = problem_codes(status)
     status["problems"] = problems(status)
     return status
@@ -299,7 +301,11 @@ PROBLEMS = {
     "mail_failed": "{n} notice(s) failed to send",
     "disk_low": "less than 10% disk space free",
     "contact_missing": "the intake shows victims no person to reach: set {fields}",
+    "no_backup": "no backup yet (kesu backup DIR)",
+    "backup_old": "last backup is {days} days old",
+    "notice_settings": "notices are refused until these settings are set: {names}",
 }
+BACKUP_MAX_DAYS = 7
 
 
 def problem_codes(status: dict) -> list[dict]:
@@ -331,6 +337,17 @@ def problem_codes(status: dict) -> list[dict]:
     if status.get("contact_missing"):
         fields = ", ".join(f"KESU_{name.upper()}" for name in status["contact_missing"])
         out.append({"code": "contact_missing", "fields": fields})
+    if status.get("database_ok", True) and "last_backup" in status:
+        # "Nothing needs attention" must never stand beside "Last backup: never"
+        last = status["last_backup"]
+        if not last:
+            out.append({"code": "no_backup"})
+        else:
+            days = (utcnow() - datetime.fromisoformat(last.rstrip("Z")).replace(tzinfo=None)).days
+            if days > BACKUP_MAX_DAYS:
+                out.append({"code": "backup_old", "days": days})
+    if status.get("notice_settings_missing"):
+        out.append({"code": "notice_settings", "names": ", ".join(status["notice_settings_missing"])})
     return out
 
 

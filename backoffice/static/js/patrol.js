@@ -12,11 +12,12 @@
       data: {
         labels: data.days.map(function (r) { return r.day; }),
         datasets: keys.map(function (k) {
-          return { label: data.labels[k], backgroundColor: COLORS[k], borderColor: COLORS[k],
-                   data: data.days.map(function (r) { return r[k]; }) };
+          // slim bars and visible points even with one day of data
+          return { label: data.labels[k], backgroundColor: COLORS[k], borderColor: COLORS[k], maxBarThickness: 32,
+                   pointRadius: 3, data: data.days.map(function (r) { return r[k]; }) };
         })
       },
-      options: { responsive: true, animation: false,
+      options: { responsive: true, maintainAspectRatio: false, animation: false,   // the figure's CSS height rules
                  scales: { y: { beginAtZero: true, ticks: { precision: 0 } } } }
     });
   }
@@ -24,6 +25,11 @@
   fetch(daysCanvas.dataset.source, { credentials: "same-origin", headers: { "Accept": "application/json" } })
     .then(function (resp) { if (!resp.ok) throw new Error(resp.status); return resp.json(); })
     .then(function (data) {
+      if (!data.days.length) {             // nothing patrolled yet: no empty frames
+        document.querySelectorAll("figure.chart").forEach(function (f) { f.hidden = true; });
+        document.body.dataset.chartsReady = "1";
+        return;
+      }
       window.kesuCharts = [chart(daysCanvas, data, ["pages", "media", "matches"], "bar")];
       var problems = document.getElementById("chart-patrol-problems");
       if (problems) window.kesuCharts.push(chart(problems, data, ["errors", "blocked"], "line"));
