@@ -28,8 +28,7 @@ from flask_babel import gettext as _
 from sqlalchemy import func, select
 
 from backoffice import current_instance, login_required
-from crypto.sealing import unseal
-from store import audit
+from store import audit, casekeys
 from store.cases import mark_found
 from store.models import Capture, Case, Item, Match, Media, Review, Takedown, utcnow
 from store.urls import domain_id
@@ -168,15 +167,16 @@ def thumbnail_bytes(instance, media_id: int) -> bytes | None:
         if media is None or not media.blob:
             return None
         capture = s.get(Capture, media.capture_id)
-        if capture is None or not capture.data_key:
+        if capture is None:
             return None
         minor = s.execute(select(Case.id).join(Match, Match.case_id == Case.id)
                           .where(Match.media_id == media_id, Case.category == "minor")).first()
         if minor:                   # never shown (and never stored in the first place)
             return None
-        name, sealed_key = media.blob, capture.data_key
+        name, data_key = media.blob, casekeys.capture_key(instance, s, capture)
+    if data_key is None:            # every case it belonged to is withdrawn
+        return None
     try:
-        data_key = unseal(instance.private_keys().private_key, sealed_key)
         data = instance.blobs.get(data_key, name)
         from workers.signals.images import decode_image
         img = decode_image(data)

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from cli.common import audit_cli, fail, open_instance
+from cli.common import audit_cli, fail, open_instance, read_passphrase
 
 
 @click.command("backup")
@@ -45,7 +45,10 @@ def restore_command(backup_path, keystore, no_keystore):
     from store.config import load
     from store.instance import Instance
     try:
-        summary = backup.restore(backup_path, keystore=keystore, with_keystore=not no_keystore)
+        main, _ = backup.resolve(backup_path)
+        # secrets sealed to the org key, values sealed to cases: the org key passphrase opens them
+        passphrase = read_passphrase() if backup.needs_passphrase(backup.read_manifest(main, verify=False)) else None
+        summary = backup.restore(backup_path, keystore=keystore, with_keystore=not no_keystore, passphrase=passphrase)
     except (backup.BackupError, OSError) as exc:
         fail(str(exc))
     instance = Instance(load())

@@ -35,7 +35,9 @@ from pathlib import Path
 from sqlalchemy import MetaData, create_engine, inspect, select, text
 from sqlalchemy import types as sqltypes
 
-from . import db
+from crypto.sealing import seal, unb64, unseal
+
+from . import backup_seal, db
 from .config import load
 
 log = logging.getLogger("kesu.backup")
@@ -205,6 +207,8 @@ def dump_logical(url: str, out: Path) -> dict:
         opts = {} if engine.dialect.name == "sqlite" else {"isolation_level": "REPEATABLE READ"}
         with engine.connect().execution_options(**opts) as conn, conn.begin():
             revisions = _revisions(conn)
+            hers, seal_keys = backup_seal.plan(conn) if revisions else ({}, {})
+            sealed = 0
             order = []
             for table in _tables(conn):
                 cols = list(table.columns)
@@ -215,7 +219,14 @@ def dump_logical(url: str, out: Path) -> dict:
                                          "kinds": kinds}) + "\n")
                     pk = list(table.primary_key.columns) or cols
                     result = conn.execution_options(stream_results=True).execute(select(*cols).order_by(*pk))
+                    rows = hers.get(table.name, {})
+                    sealable = set(backup_seal.COLUMNS.get(table.name, ()))
+                    at = [c.name for c in cols].index("id") if rows else 0
                     for row in result:
+                        if rows and row[at] in rows:    # her values, sealed to her case (store.backup_seal)
+                            row = [backup_seal.seal_value(v, table.name, row[at], c.name, rows[row[at]], seal_keys)
+                                   if c.name in sealable else v for c, v in zip(cols, row)]
+                            sealed += 1
                         fh.write(json.dumps([_encode(k, v) for k, v in zip(kinds, row)], ensure_ascii=False) + "\n")
                         n += 1
                 counts[table.name] = n
@@ -223,7 +234,7 @@ def dump_logical(url: str, out: Path) -> dict:
     finally:
         engine.dispose()
     (out / "order.json").write_text(json.dumps(order), "utf-8")
-    return {"revisions": revisions, "rows": counts}
+    return {"revisions": revisions, "rows": counts, "sealed_rows": sealed}
 
 
 def _upgrade_to(url: str, revisions: list[str]) -> None:
@@ -326,6 +337,25 @@ def load_from_sqlite(url: str, sqlite_file: Path) -> dict:
         src.dispose()
 
 
+def _seal_sqlite_copy(path: Path) -> int:
+    """Seal her values in the copy (store.backup_seal), then rewrite the file (VACUUM) so no
+    freed page keeps the clear values."""
+    engine = create_engine(f"sqlite:///{path}", future=True)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("PRAGMA secure_delete=ON")
+            sealed = backup_seal.seal_rows(conn)
+    finally:
+        engine.dispose()
+    con = sqlite3.connect(path, isolation_level=None)
+    try:
+        con.execute("VACUUM")
+        con.execute("PRAGMA journal_mode=DELETE")       # one file, no -wal/-shm beside it
+    finally:
+        con.close()
+    return sealed
+
+
 def _sqlite_online_copy(src: Path, dst: Path) -> None:
     source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
     target = sqlite3.connect(dst)
@@ -391,12 +421,15 @@ def create(instance, root, now: datetime | None = None, prune: bool = True) -> B
         src = _sqlite_path(url)
         if src is not None:
             _sqlite_online_copy(src, work / SQLITE_FILE)
-            with sqlite3.connect(work / SQLITE_FILE) as conn:
-                try:
-                    revisions = sorted(r for (r,) in conn.execute("SELECT version_num FROM alembic_version"))
-                except sqlite3.OperationalError:
-                    revisions = []
-            database = {"engine": "sqlite", "file": SQLITE_FILE, "revisions": revisions}
+            conn = sqlite3.connect(work / SQLITE_FILE)
+            try:
+                revisions = sorted(r for (r,) in conn.execute("SELECT version_num FROM alembic_version"))
+            except sqlite3.OperationalError:
+                revisions = []
+            finally:
+                conn.close()
+            sealed = _seal_sqlite_copy(work / SQLITE_FILE) if revisions else 0
+            database = {"engine": "sqlite", "file": SQLITE_FILE, "revisions": revisions, "sealed_rows": sealed}
         else:
             dumped = dump_logical(url, work / DUMP_DIR)
             database = {"engine": engine_name(url), "dump": DUMP_DIR, **dumped}
@@ -404,10 +437,12 @@ def create(instance, root, now: datetime | None = None, prune: bool = True) -> B
         exclude = {root.resolve()}
         if src is not None:
             exclude |= {Path(f"{src}{suffix}").resolve() for suffix in ("", "-wal", "-shm", "-journal")}
+        exclude.add(settings.secrets_dir.resolve())
         n_files = _copy_instance_files(settings.instance, work / FILES_DIR, exclude=exclude)
+        sealed_secrets = _seal_secrets(instance, work / FILES_DIR)
         _write_manifest(work, {"kind": "main", "stamp": stamp, "database": database,
                                "instance": str(settings.instance), "files_copied": n_files,
-                               "audit_head": anchor})
+                               "audit_head": anchor, "sealed_secrets": sealed_secrets})
         # 3. the key store, apart
         kwork = root / f".partial-{KEYSTORE_PREFIX}{stamp}"
         _private_dir(kwork)
@@ -431,6 +466,41 @@ def create(instance, root, now: datetime | None = None, prune: bool = True) -> B
         raise
     pruned = prune_keystores(root, settings.keystore_backup_days, now=now, keep=keys) if prune else []
     return BackupResult(main=main, keystore=keys, pruned=pruned, stamp=stamp)
+
+
+SEALED_SUFFIX = ".sealed"
+
+
+def _seal_secrets(instance, files: Path) -> list[str]:
+    """The server secrets (case-number and password pepper, TOTP key, session and names keys)
+    go into the main backup sealed to the org public key: a stolen main backup without the org
+    key passphrase cannot check a guessed case number (HMAC with the pepper) or a staff
+    password, nor read a TOTP secret. The passphrase opens them on restore."""
+    settings = instance.settings
+    if not settings.secrets_dir.is_dir() or not settings.secrets_dir.resolve().is_relative_to(settings.instance.resolve()):
+        return []
+    public = unb64(instance.public_key()[1])
+    out = files / settings.secrets_dir.relative_to(settings.instance)
+    names = []
+    for path in sorted(settings.secrets_dir.iterdir()):
+        if path.is_file() and not path.is_symlink():
+            out.mkdir(parents=True, exist_ok=True, mode=0o700)
+            target = out / (path.name + SEALED_SUFFIX)
+            target.write_bytes(seal(public, path.read_bytes()))
+            os.chmod(target, 0o600)
+            names.append(path.name)
+    return names
+
+
+def _open_secrets(instance, names: list[str]) -> None:
+    private = instance.private_keys().private_key
+    folder = instance.settings.secrets_dir
+    for name in names:
+        sealed = folder / (name + SEALED_SUFFIX)
+        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(unseal(private, sealed.read_bytes()))
+        sealed.unlink()
 
 
 def engine_name(url: str) -> str:
@@ -460,6 +530,11 @@ def list_backups(root) -> dict:
 
 
 # --- restore ---------------------------------------------------------------------------------
+
+def needs_passphrase(meta: dict) -> bool:
+    """Whether restoring this main backup needs the org key passphrase (sealed secrets or rows)."""
+    return bool(meta.get("sealed_secrets") or meta["database"].get("sealed_rows"))
+
 
 def resolve(path) -> tuple[Path, Path | None]:
     """(main backup folder, key-store backup taken with it or None) for a backup or a backup root."""
@@ -502,16 +577,21 @@ def check_audit(url: str, anchor: dict | None) -> dict:
     return {"head": anchor.get("id"), "signed": "signature" in anchor, "problems": problems}
 
 
-def restore(backup, instance_dir=None, keystore=None, with_keystore: bool = True, **overrides) -> dict:
+def restore(backup, instance_dir=None, keystore=None, with_keystore: bool = True, passphrase: str | None = None,
+            **overrides) -> dict:
     """Restore a main backup (and a key-store backup) into a fresh instance folder.
 
     `keystore`: a key-store backup folder; by default the one taken with the main backup.
-    Returns a summary. The org key passphrase is not needed (nothing is decrypted here).
+    `passphrase`: the org key passphrase, needed when the backup holds values sealed to cases
+    (store.backup_seal): they are opened with the restored case keys, and emptied where the
+    key is gone (a withdrawn case whose key-store backups have expired). Returns a summary.
     """
     main, twin = resolve(backup)
     meta = read_manifest(main)
     if meta.get("kind") != "main":
         raise BackupError(f"{main} is not a main backup")
+    if needs_passphrase(meta) and not passphrase:
+        raise BackupError(f"{main} holds secrets sealed to the org key: give the org key passphrase to restore it")
     keystore = Path(keystore).absolute() if keystore else twin
     kmeta = read_manifest(keystore) if (keystore and with_keystore) else None
     if kmeta is not None and kmeta.get("kind") != "keystore":
@@ -565,8 +645,16 @@ def restore(backup, instance_dir=None, keystore=None, with_keystore: bool = True
             os.chmod(settings.keystore_dir / path.name, 0o600)
             restored_keys += 1
     settings.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    opened = None
+    if needs_passphrase(meta):
+        from .instance import Instance
+        restored = Instance(settings)
+        restored.unlock(passphrase)          # before anything reads a secret: they are sealed still
+        _open_secrets(restored, meta.get("sealed_secrets") or [])
+        if meta["database"].get("sealed_rows"):
+            opened = backup_seal.open_rows(restored)
     audit_report = check_audit(target, meta.get("audit_head"))
-    return {"audit": audit_report,
+    return {"audit": audit_report, "sealed_values": opened,
             "instance": str(settings.instance), "database": engine_name(target), "from": str(main),
             "taken": meta["stamp"], "keystore": str(keystore) if kmeta else None,
             "keystore_taken": kmeta["stamp"] if kmeta else None, "case_keys": restored_keys, "rows": rows}

@@ -174,7 +174,7 @@ def withdraw(instance, case_id: int) -> None:
     """Everything of the case: rows (signals, items, submissions, matches, takedowns), its key
     in the key store, evidence blobs no other case needs. An audit entry keeps the internal id."""
     from . import audit
-    from .models import Match
+    from .models import CaptureKey, Match
     blobs = _captures_only_for(instance, case_id)
     from .tally import tally
     # The key goes first: should the transaction below fail, the rows left are already noise,
@@ -182,7 +182,7 @@ def withdraw(instance, case_id: int) -> None:
     instance.keystore.destroy(case_id)
     with instance.session() as s:
         tally(s, case_id)      # the yearly statistics keep their counts, nothing else
-        for model in (Signal, Item, Submission, Match, Takedown):
+        for model in (Signal, Item, Submission, Match, CaptureKey, Takedown):
             s.execute(delete(model).where(model.case_id == case_id))
         case = s.get(Case, case_id)
         if case is not None:

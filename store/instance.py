@@ -25,7 +25,8 @@ log = logging.getLogger("kesu.instance")
 # Columns holding sealed boxes to the org key (besides the key store's files), which
 # `rotate_key` re-seals to the new key: (table, primary key, column, layout). Layout "box":
 # the value is one sealed box; "len16": a 2-byte big-endian length, a sealed box of that
-# length, then data under the key in the box (workers.takedown.notify's archive). Modules that seal
+# length, then data under the key in the box (workers.takedown.notify's archive; a value that
+# starts with two zero bytes is sealed to a case instead, store.casekeys). Modules that seal
 # more to the org key add theirs here.
 SEALED_COLUMNS: list[tuple[str, str, str, str]] = [
     ("captures", "id", "data_key", "box"),
@@ -255,6 +256,8 @@ class Instance:
                         value = bytes(value)
                         if layout == "len16":
                             size = int.from_bytes(value[:2], "big")
+                            if size == 0:           # sealed to a case (store.casekeys.CASE_SEALED)
+                                continue
                             box = one(value[2:2 + size])
                             out = None if box is None else value[:2] + box + value[2 + size:]
                         else:

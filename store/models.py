@@ -51,6 +51,8 @@ class Case(Base):
     closed_on: Mapped[date | None] = mapped_column(Date)
     # An imported hash bank (workers/banks.py) rather than a victim's case: its name.
     bank: Mapped[str | None] = mapped_column(String(100))
+    # X25519 public half derived from the case key (store.casekeys): what is hers is sealed to it.
+    seal_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     items: Mapped[list["Item"]] = relationship(back_populates="case", cascade="all, delete-orphan")
 
 
@@ -150,7 +152,7 @@ class Capture(Base):
     server_ip: Mapped[str | None] = mapped_column(String(64))             # of the crawled site: evidence
     redirects: Mapped[list] = mapped_column(JSON, default=list)
     captured_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    data_key: Mapped[bytes | None] = mapped_column(LargeBinary)           # sealed to the org key
+    data_key: Mapped[bytes | None] = mapped_column(LargeBinary)           # legacy: sealed to the org key (now CaptureKey)
     evidence: Mapped[dict] = mapped_column(JSON, default=dict)            # artifact -> blob name, sha256
     media: Mapped[list["Media"]] = relationship(back_populates="capture", cascade="all, delete-orphan")
 
@@ -166,7 +168,20 @@ class Media(Base):
     size: Mapped[int] = mapped_column(Integer, default=0)
     signals: Mapped[bytes | None] = mapped_column(LargeBinary)            # under the org data key
     blob: Mapped[str | None] = mapped_column(String(64))                  # kept bytes (matched media only)
+    # A matched media's signals under its capture's data key (the org-sealed `signals` dropped).
+    case_signals: Mapped[bytes | None] = mapped_column(LargeBinary)
     capture: Mapped[Capture] = relationship(back_populates="media")
+
+
+class CaptureKey(Base):
+    """A capture's data key sealed to the seal key of one case it matched (store.casekeys).
+    Gone with the case; once the last is gone, nothing of the capture opens."""
+    __tablename__ = "capture_keys"
+    __table_args__ = (UniqueConstraint("capture_id", "case_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    capture_id: Mapped[int] = mapped_column(ForeignKey("captures.id", ondelete="CASCADE"), index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 # What a Match row keeps of the matcher's candidate: item ids, variants, shares and a video's
@@ -258,7 +273,7 @@ class Notice(Base):
     recipient: Mapped[str] = mapped_column(String(254), default="")
     language: Mapped[str] = mapped_column(String(5), default="ja")
     message_id: Mapped[str | None] = mapped_column(String(200), unique=True)
-    archived: Mapped[bytes | None] = mapped_column(LargeBinary)           # encrypted copy of what was sent
+    archived: Mapped[bytes | None] = mapped_column(LargeBinary)           # copy of what was sent, sealed to the case
     sent_at: Mapped[datetime | None] = mapped_column(DateTime)
     state: Mapped[str] = mapped_column(String(10), default="ready")      # ready|sending|sent|form_ready|form|uncertain|failed
     channel: Mapped[str] = mapped_column(String(10), default="email")     # email|form|victim

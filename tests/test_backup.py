@@ -16,7 +16,7 @@ from conftest import TEST_PASSPHRASE
 from sqlalchemy import create_engine, func, select, text
 
 from crypto import envelope
-from crypto.sealing import seal, unb64
+from crypto.sealing import seal, unb64, unseal
 from store import audit, backup, cases, db
 from store.config import load
 from store.instance import Instance
@@ -112,8 +112,9 @@ def test_backup_and_restore_on_another_machine(instance, tmp_path, fresh_url):
     everything = b"".join(p.read_bytes() for p in main.rglob("*") if p.is_file())
     for plain in (b"beach photo zq7", ("5e" * 32).encode(), ("9a" * 32).encode(), b"evidence bytes 4711"):
         assert plain not in everything
-    assert (main / "files" / "secrets" / "pepper").read_bytes() == instance.settings.secret("pepper")
-    assert oct(os.stat(main / "files" / "secrets" / "pepper").st_mode & 0o777) == "0o600"
+    sealed_pepper = main / "files" / "secrets" / "pepper.sealed"      # sealed to the org key (issue 14)
+    assert unseal(instance.private_keys().private_key, sealed_pepper.read_bytes()) == instance.settings.secret("pepper")
+    assert oct(os.stat(sealed_pepper).st_mode & 0o777) == "0o600"
     if instance.settings.database_url.startswith("postgresql"):
         assert (main / "database" / "cases.jsonl").exists()
     else:
@@ -153,7 +154,8 @@ def test_a_database_backup_alone_decrypts_nothing(instance, tmp_path, fresh_url)
     case_id = take_in_case(instance)
     made = backup.create(instance, tmp_path / "b")
     target, url = tmp_path / "other", fresh_url("other")
-    summary = backup.restore(made.main, instance_dir=target, with_keystore=False, database_url=url)
+    summary = backup.restore(made.main, instance_dir=target, with_keystore=False, database_url=url,
+                             passphrase=TEST_PASSPHRASE)
     assert summary["keystore"] is None and summary["case_keys"] == 0
     other = restored(target, url)
     with other.session() as s:
@@ -178,7 +180,7 @@ def test_withdrawal_key_store_backups_and_their_retention(instance, tmp_path, fr
     def restore(main, keystore):
         name = f"r{next(n)}"
         target, url = tmp_path / name, fresh_url(name)
-        backup.restore(main, instance_dir=target, keystore=keystore, database_url=url)
+        backup.restore(main, instance_dir=target, keystore=keystore, database_url=url, passphrase=TEST_PASSPHRASE)
         return restored(target, url)
 
     # 1. A later database backup has no rows of the case: nothing comes back, whatever key store.
@@ -212,6 +214,34 @@ def test_withdrawal_key_store_backups_and_their_retention(instance, tmp_path, fr
         assert signals_of(r, kept_case)
 
 
+def test_a_main_backup_alone_cannot_confirm_a_case_number(instance, tmp_path, fresh_url):
+    """Issue 14 item 10: the case-number HMAC key (pepper), the staff password pepper and the
+    TOTP key are in the main backup only sealed to the org key. With every file of the backup
+    tried as the HMAC key, the stored hash of her case number is not reached (on the code
+    before, secrets/pepper was there in clear, and 10^12 HMACs confirm any number); the
+    passphrase restores them, and her case number and passphrase work again."""
+    key_id, public = instance.public_key()
+    number, passphrase, case_id, _ = cases.create_case(instance, key_id, seal(unb64(public), b"{}"))
+    made = backup.create(instance, tmp_path / "b")
+    with instance.session() as s:
+        stored = s.get(Case, case_id).number_hash
+    files = [p for p in made.main.rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        data = path.read_bytes()
+        assert instance.pepper not in data and instance.settings.secret("totp") not in data
+        assert cases.number_key(data, number) != stored
+    assert not (made.main / "files" / "secrets" / "pepper").exists()
+    with pytest.raises(backup.BackupError, match="passphrase"):
+        backup.restore(made.main, instance_dir=tmp_path / "x", database_url=fresh_url("x"))
+    target, url = tmp_path / "t", fresh_url("t")
+    backup.restore(made.main, instance_dir=target, database_url=url, passphrase=TEST_PASSPHRASE)
+    other = restored(target, url)
+    assert other.pepper == instance.pepper and cases.authenticate(other, number, passphrase) == case_id
+    assert sorted(p.name for p in other.settings.secrets_dir.iterdir()) == \
+        sorted(p.name for p in instance.settings.secrets_dir.iterdir())
+
+
 def test_kesu_backup_prunes_by_the_configured_days(instance, tmp_path):
     root = tmp_path / "b"
     old = backup.create(instance, root, now=datetime.utcnow() - timedelta(days=3), prune=False)
@@ -226,10 +256,11 @@ def test_kesu_backup_prunes_by_the_configured_days(instance, tmp_path):
 
 def test_a_damaged_backup_is_refused(instance, tmp_path):
     made = backup.create(instance, tmp_path / "b")
-    secret = made.main / "files" / "secrets" / "pepper"
+    secret = made.main / "files" / "secrets" / "pepper.sealed"
     secret.write_bytes(b"x" * 32)
     with pytest.raises(backup.BackupError, match="altered"):
-        backup.restore(made.main, instance_dir=tmp_path / "t", database_url=f"sqlite:///{tmp_path / 't' / 'kesu.db'}")
+        backup.restore(made.main, instance_dir=tmp_path / "t", database_url=f"sqlite:///{tmp_path / 't' / 'kesu.db'}",
+                       passphrase=TEST_PASSPHRASE)
 
 
 @pytest.mark.postgres
@@ -248,7 +279,7 @@ def test_a_sqlite_instance_moves_to_postgresql(tmp_path):
         conn.execute(text(f"CREATE SCHEMA {schema}"))
     url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
     try:
-        backup.restore(made.main, instance_dir=tmp_path / "pg", database_url=url)
+        backup.restore(made.main, instance_dir=tmp_path / "pg", database_url=url, passphrase=TEST_PASSPHRASE)
         other = restored(tmp_path / "pg", url)
         assert signals_of(other, case_id) == before
         with other.session() as s:

@@ -34,8 +34,8 @@ from urllib.parse import urlsplit, urlunsplit
 from sqlalchemy import select
 
 from crypto import envelope
-from crypto.sealing import seal, unb64, unseal
-from store import audit
+from crypto.sealing import seal, unb64
+from store import audit, casekeys
 from store.models import Capture, Case, CrawlJob, Match, Media, utcnow
 from store.urls import site_of
 from workers.capture import evidence as ev
@@ -360,13 +360,12 @@ def write_page(instance, keys: Keys, job_id, case_id, operator, result, links, m
         evidence["proxy"] = bool(settings.crawl_proxy)
 
     captured_at = result.captured_at.astimezone(timezone.utc).replace(tzinfo=None)
-    sealed_key = seal(keys.public, data_key) if data_key else None
     capture_id = None
     # 3. blobs: announced first (pending), then written, then the capture completed
     if blobs:
         with instance.session() as s:
             row = Capture(job_id=job_id, url=result.url, final_url=result.final_url or "", status="pending",
-                          captured_at=captured_at, data_key=sealed_key, evidence={"pending": sorted(blobs)})
+                          captured_at=captured_at, data_key=None, evidence={"pending": sorted(blobs)})
             s.add(row)
             s.flush()
             capture_id = row.id
@@ -383,20 +382,25 @@ def write_page(instance, keys: Keys, job_id, case_id, operator, result, links, m
         row.server_ip = result.server_ip
         row.redirects = list(result.redirects)
         row.captured_at = captured_at
-        row.data_key = sealed_key
+        row.data_key = None          # sealed to each matched case by the writer, never to the org key
         row.evidence = evidence
         if capture_id is None:
             s.add(row)
         s.flush()
         for m, sig, ms in found:
+            # A media that matched: its signals go under the capture's data key, sealed to her
+            # case (the writer); one that matched nothing: sealed to the org key, for later cases.
             media = Media(capture_id=row.id, url=m["url"],
                           sha256_key=envelope.keyed_name(instance.pepper, bytes.fromhex(m["sha256"])),
                           mime=(m["mime"] or "")[:100], size=m["bytes"],
-                          signals=seal(keys.public, _dumps(sig)),
+                          signals=None if ms else seal(keys.public, _dumps(sig)),
                           blob=kept_media.get(m["sha256"]))
             s.add(media)
             s.flush()
-            n_matches += len(record(s, media, ms))
+            ids = record(s, media, ms, instance=instance, data_key=data_key, signals=sig) if ms else []
+            if ms and not ids:          # its cases were withdrawn meanwhile: it matched nothing
+                media.signals = seal(keys.public, _dumps(sig))
+            n_matches += len(ids)
         if matched:
             # chain of custody: who captured what, when; the manifest's hash, never content
             audit.record(s, (f"crawler:{operator}" if operator else "crawler")[:100], "evidence.capture",
@@ -407,10 +411,8 @@ def write_page(instance, keys: Keys, job_id, case_id, operator, result, links, m
 
 # --- reading back -----------------------------------------------------------------------------
 
-def _open_signals(instance, sealed: bytes | None) -> dict:
-    if not sealed:
-        return {}
-    return json.loads(unseal(instance.private_keys().private_key, sealed))
+def _open_signals(instance, session, media: Media) -> dict:
+    return casekeys.media_signals(instance, session, media) or {}
 
 
 # DESIGN §6.1 fixes the kinds the report names: a "frame" match (a still against a video frame)
@@ -429,7 +431,7 @@ def report(instance, job_id: int) -> dict:
         for c in captures:
             media_out = []
             for m in sorted(c.media, key=lambda x: x.id):
-                sig = _open_signals(instance, m.signals)
+                sig = _open_signals(instance, s, m)
                 media_out.append({"url": m.url, "sha256": sig.get("sha256"), "mime": m.mime, "bytes": m.size})
                 rows = s.execute(select(Match).where(Match.media_id == m.id).order_by(Match.id)).scalars().all()
                 found: dict[tuple, dict] = {}
@@ -459,9 +461,11 @@ def capture_artifacts(instance, capture_id: int) -> dict[str, bytes]:
         c = s.get(Capture, capture_id)
         if c is None or c.status == "pending":
             raise LookupError(f"no capture {capture_id}")
-        if not c.data_key:
+        if not (c.evidence or {}).get("artifacts"):
             raise LookupError(f"capture {capture_id} holds no evidence (nothing on it matched)")
-        data_key = unseal(instance.private_keys().private_key, c.data_key)
+        data_key = casekeys.capture_key(instance, s, c)
+        if data_key is None:
+            raise LookupError(f"capture {capture_id}: no case it belongs to can open it (withdrawn)")
         meta = dict((c.evidence or {}).get("artifacts", {}))
     out = {}
     for name, item in meta.items():

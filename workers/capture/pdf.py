@@ -23,10 +23,10 @@ from flask_babel import force_locale
 from sqlalchemy import or_, select
 
 from crypto import CryptoError
-from crypto.sealing import b64, unb64, unseal
+from crypto.sealing import b64, unb64
 from crypto.signing import canonical, fingerprint, sign
 from crypto.signing import verify as verify_signature
-from store import audit, people
+from store import audit, casekeys, people
 from store.models import AuditEntry, Capture, Case, Match, Media, Notice, Takedown, TakedownEvent, utcnow
 from workers.capture.evidence import pin_problem
 
@@ -35,8 +35,8 @@ SEAL_MARK = b"KESU-PDF-SIGNATURE-V1:"
 SEAL_SIZE = 640                       # bytes kept for the signature document (canonical JSON)
 
 
-def _open_signals(instance, sealed):
-    return json.loads(unseal(instance.private_keys().private_key, sealed)) if sealed else {}
+def _open_signals(instance, session, media):
+    return casekeys.media_signals(instance, session, media) or {}
 
 
 def _times(dt):
@@ -88,7 +88,7 @@ def gather(instance, case_id: int, url: str | None = None) -> dict:
                     "artifacts": (capture.evidence or {}).get("artifacts", {}), "screenshot": None}
             item = page["media"].get(media.id)
             if item is None:
-                sig = _open_signals(instance, media.signals)
+                sig = _open_signals(instance, s, media)
                 item = page["media"][media.id] = {"url": media.url, "sha256": sig.get("sha256", ""),
                                                   "md5": sig.get("md5", ""), "mime": media.mime,
                                                   "bytes": media.size, "matches": []}

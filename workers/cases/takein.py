@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from crypto import CryptoError, envelope
 from crypto.sealing import unseal
+from store import casekeys
 from store.cases import details_aad, label_aad, signal_aad
 from store.models import Case, Item, Signal, Submission, today
 from store.vocabulary import CATEGORIES, FACE_ITEM_KINDS, ITEM_KINDS, LANGUAGES
@@ -208,6 +209,8 @@ def take_in_submission(instance, submission_id: int) -> dict:
             return {"status": "rejected", "reason": reason}
 
         case_key = instance.keystore.get_or_create(case.id, keys.public_key, keys.private_key)
+        if not case.seal_key:
+            casekeys.set_seal_key(case, case_key)        # what is hers will be sealed to it
 
         existing = set(s.execute(select(Item.item).where(Item.case_id == case.id)).scalars())
         rename: dict[str, str] = {}

@@ -43,7 +43,7 @@ from sqlalchemy import select
 
 from crypto import envelope
 from crypto.sealing import unb64
-from store import audit
+from store import audit, casekeys
 from store.cases import details_aad, label_aad, signal_aad
 from store.models import Case, Item, Signal, today
 from store.vocabulary import CATEGORIES, LANGUAGES
@@ -240,6 +240,8 @@ def import_bank(instance, data: bytes, name: str, actor: str, category: str = "a
     added = 0
     with instance.session() as s:
         case = s.get(Case, case_id)
+        if not case.seal_key:
+            casekeys.set_seal_key(case, key)
         for t, kind, value in signals:
             if (t, value) in known:
                 continue

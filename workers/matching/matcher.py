@@ -19,15 +19,15 @@ written is a Match row: ids, kind, distance, confidence and non-signal evidence.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 
 from sqlalchemy import func, select
 
-from crypto.sealing import unseal
-from store.models import Case, Match, Media, Signal
+from crypto import envelope
+from store import casekeys
+from store.models import Capture, Case, Match, Media, Signal
 from store.urls import site_of
 from workers.matching.confidence import FLAG_AT, Model, calibration, domain_logit, features, fit
 from workers.matching.index import Index
@@ -55,15 +55,13 @@ def case_signals(instance, case_id: int) -> list[dict]:
     return decrypt(instance, case_id)
 
 
-def media_signals(instance, media: Media) -> dict | None:
-    """A crawled media's signals, unsealed with the org key (in memory only)."""
-    if not media.signals:
-        return None
-    try:
-        return json.loads(unseal(instance.private_keys().private_key, media.signals))
-    except Exception:      # a broken row must not stop matching; say which row, never content
-        log.warning("media %s: signals did not open", media.id)
-        return None
+def media_signals(instance, media: Media, session=None) -> dict | None:
+    """A crawled media's signals, in memory only: sealed to the org key when it matched
+    nothing, else under its capture's data key through any case it matched (store.casekeys)."""
+    if session is not None:
+        return casekeys.media_signals(instance, session, media)
+    with instance.session() as s:
+        return casekeys.media_signals(instance, s, s.get(Media, media.id))
 
 
 def _db_counts(instance) -> dict[int, int]:
@@ -128,7 +126,7 @@ def seed_cohort(instance, index: Index, limit: int = COHORT_SEED_MEDIA) -> int:
     with instance.session() as s:
         rows = s.execute(select(Media).where(Media.signals.is_not(None))
                          .order_by(Media.id.desc()).limit(limit)).scalars().all()
-        found = [media_signals(instance, m) for m in rows]
+        found = [media_signals(instance, m, s) for m in rows]
     vectors = [f["descriptor"] for sig in found if sig for f in sig.get("faces") or [] if f.get("descriptor")]
     return index.cohort.add(vectors) if vectors else 0
 
@@ -230,14 +228,18 @@ def record_matches(instance, media_id: int, candidates: list[dict]) -> list[int]
             return []
         if any("confidence" not in c for c in candidates):
             candidates = score(instance, [dict(c) for c in candidates], media.url, _domain_history(s))
-        return record(s, media, candidates)
+        # What is hers goes under her case key: the capture's data key (a new one when nothing
+        # on the page had matched before) and this media's signals.
+        signals = media_signals(instance, media, s)
+        data_key = casekeys.capture_key(instance, s, s.get(Capture, media.capture_id)) or envelope.new_key()
+        return record(s, media, candidates, instance=instance, data_key=data_key, signals=signals)
 
 
 def match_stored_media(instance, media_id: int) -> list[int]:
     """Match one stored media (its sealed signals) against the whole index and record it."""
     with instance.session() as s:
         media = s.get(Media, media_id)
-        signals = media_signals(instance, media) if media is not None else None
+        signals = media_signals(instance, media, s) if media is not None else None
         url = media.url if media is not None else ""
     if signals is None:
         return []
@@ -261,9 +263,10 @@ def retro_match(instance, case_id: int, batch: int = 500) -> int:
         history = _domain_history(s)
     while True:
         with instance.session() as s:
-            rows = s.execute(select(Media).where(Media.id > last, Media.signals.is_not(None))
+            rows = s.execute(select(Media).where(Media.id > last,
+                                                 Media.signals.is_not(None) | Media.case_signals.is_not(None))
                              .order_by(Media.id).limit(batch)).scalars().all()
-            work = [(m.id, m.url, media_signals(instance, m)) for m in rows]
+            work = [(m.id, m.url, media_signals(instance, m, s)) for m in rows]
         if not work:
             break
         for media_id, url, signals in work:

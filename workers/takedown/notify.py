@@ -2,7 +2,8 @@
 
 The flow of one notice:
   prepare()  -> a Notice row in state "ready", with a fixed Message-ID and the exact message
-                bytes archived under a fresh data key sealed to the org public key;
+                bytes archived under a fresh data key sealed to the case's seal key
+                (store.casekeys: once the case is withdrawn, no one can open it);
   deliver()  -> (RQ job `send_notice`, or the sweep) "ready" -> "sending" -> SMTP -> "sent".
 A retried or duplicated job finds the state moved on and does nothing, so no notice goes out
 twice. A failure before the SMTP DATA command puts the notice back to "ready" (nothing was
@@ -27,9 +28,11 @@ from email.utils import format_datetime, getaddresses
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy import select
+from sqlalchemy.orm import object_session
 
 from crypto import envelope
 from crypto.sealing import seal, unseal
+from store import casekeys
 from store.models import Capture, Case, Domain, Match, Media, Notice, Schedule, Takedown, TakedownEvent, utcnow
 from store.urls import host_of
 from store.vocabulary import LANGUAGES, NOTICE_CATEGORIES, RECHECK_EVERY_S
@@ -215,13 +218,14 @@ def render(instance, session, takedown: Takedown, route: str, language: str) -> 
                     channel=channel, address=address, forms=forms)
 
 
-# --- the archive: exactly what was sent, sealed to the org key -----------------------------------
+# --- the archive: exactly what was sent, sealed to the case (org key: older rows) ------------------
 
 def _aad(notice_id: int) -> bytes:
     return f"kesu:notice:v1:{notice_id}".encode()
 
 
 def archive(public_key: bytes, notice_id: int, raw: bytes) -> bytes:
+    """The older layout, sealed to the org key (kept for rows made before case seal keys)."""
     key = envelope.new_key()
     sealed_key = seal(public_key, key)
     return len(sealed_key).to_bytes(2, "big") + sealed_key + envelope.encrypt(key, raw, _aad(notice_id))
@@ -236,10 +240,32 @@ def default_language(domain) -> str:
     return "ja" if domain is not None and (domain.country or "").upper() == "JP" else "en"
 
 
+def archive_for_case(instance, session, case_id: int, notice_id: int, raw: bytes) -> bytes:
+    """Sealed to the case (store.casekeys); to the org key only for a case with no seal key."""
+    case = session.get(Case, case_id)
+    public = casekeys.seal_key(instance, case) if case is not None else None
+    if public is None:
+        return archive(_public_key(instance), notice_id, raw)
+    return casekeys.seal_to_case(public, raw, _aad(notice_id))
+
+
 def open_archive(instance, notice: Notice) -> bytes:
-    size = int.from_bytes(notice.archived[:2], "big")
-    key = unseal(instance.private_keys().private_key, notice.archived[2:2 + size])
-    return envelope.decrypt(key, notice.archived[2 + size:], _aad(notice.id))
+    """The notice as sent; LookupError when its case is withdrawn (the key is gone)."""
+    value = bytes(notice.archived)
+    if casekeys.is_case_sealed(value):
+        session = object_session(notice)
+        if session is not None:
+            case_id = session.get(Takedown, notice.takedown_id).case_id
+        else:
+            with instance.session() as s:
+                case_id = s.get(Takedown, notice.takedown_id).case_id
+        raw = casekeys.open_for_case(instance, case_id, value, _aad(notice.id))
+        if raw is None:
+            raise LookupError(f"notice {notice.id}: its case's key is gone")
+        return raw
+    size = int.from_bytes(value[:2], "big")
+    key = unseal(instance.private_keys().private_key, value[2:2 + size])
+    return envelope.decrypt(key, value[2 + size:], _aad(notice.id))
 
 
 def _public_key(instance) -> bytes:
@@ -306,7 +332,8 @@ def prepare(instance, takedown_id: int, route: str, language: str, actor: str = 
         s.flush()
         notice.message_id = f"<kesu.{notice.id}.{secrets.token_hex(6)}@{mail_domain(instance)}>"
         msg = message(instance, to or "(contact form)", r.subject, r.body, notice.message_id)
-        notice.archived = archive(_public_key(instance), notice.id, msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")))
+        notice.archived = archive_for_case(instance, s, takedown.case_id, notice.id,
+                                           msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")))
         event(s, takedown_id, "notice", actor, notice=notice.id, route=route, language=language, channel=channel,
               template=r.template)
         return notice.id

@@ -1,0 +1,161 @@
+"""Withdrawal shreds her evidence everywhere, old backups included (issue 14 item 1).
+
+A real case (taken in through the sealed-box path), a real crawl of a loopback page whose
+image is hers (real Chromium, the real matcher), staff confirm, a notice is prepared, then
+`kesu backup`. She withdraws; the key-store backups expire; the OLD main backup is restored
+into a fresh folder and unlocked with the org key passphrase. Nothing of hers opens: no image
+byte, no signal, no URL, from any row or file, with every key the passphrase gives.
+"""
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import TEST_PASSPHRASE, make_instance
+from sites import build_site, serve_site
+from sqlalchemy import select
+from takedown_helpers import make_domain
+from test_backup import env_for, fresh_url, kesu, take_in_case  # noqa: F401 (fresh_url: a fixture)
+
+from crypto import CryptoError
+from crypto.sealing import unseal
+from store import backup, cases
+from store.config import load
+from store.instance import Instance
+from store.models import Capture, Media, Notice, Takedown
+from workers.capture.crawl import capture_artifacts, crawl, create_job
+from workers.matching import matcher
+from workers.takedown import notify
+
+pytestmark = pytest.mark.browser
+
+HERS = "img/lazy2.jpg"          # a JPEG on gallery.html, big enough to be recognisable
+
+
+@pytest.fixture
+def site(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("site")
+    hashes = build_site(folder)
+    base, stop = serve_site(folder)
+    yield base, hashes, folder
+    stop()
+
+
+def _everything_openable(inst) -> list[bytes]:
+    """Every plaintext the org key, and any case key still in the key store, opens."""
+    try:
+        from store import casekeys
+    except ImportError:             # the code before issue 14: only the org key
+        casekeys = None
+    out: list[bytes] = []
+    private = inst.private_keys().private_key
+    keys = []
+    with inst.session() as s:
+        for c in s.execute(select(Capture)).scalars():
+            if c.data_key:
+                keys.append(unseal(private, c.data_key))
+            elif casekeys is not None and casekeys.capture_key(inst, s, c) is not None:
+                keys.append(casekeys.capture_key(inst, s, c))
+        for m in s.execute(select(Media)).scalars():
+            if m.signals:
+                out.append(unseal(private, m.signals))
+            elif casekeys is not None and casekeys.media_signals(inst, s, m):
+                out.append(repr(casekeys.media_signals(inst, s, m)).encode())
+        for n in s.execute(select(Notice).where(Notice.archived.is_not(None))).scalars():
+            try:
+                out.append(notify.open_archive(inst, n))
+            except (LookupError, CryptoError):
+                pass
+    for path in inst.settings.blob_dir.rglob("*"):
+        for key in keys:
+            try:
+                out.append(inst.blobs.get(key, path.name))
+            except (CryptoError, ValueError, OSError):
+                pass
+    return out
+
+
+def _all_bytes(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+def test_old_backup_opens_nothing_of_hers_after_withdrawal(tmp_path, site, database_url, fresh_url):  # noqa: F811
+    base, hashes, folder = site
+    image = (folder / HERS).read_bytes()
+    page_url, image_url = f"{base}/gallery.html", f"{base}/{HERS}"
+    inst = make_instance(tmp_path / "live", database_url,
+                         crawl_delay=0, crawl_page_seconds=20, crawl_idle_seconds=0.8, crawl_faces=0,
+                         org_email="help@example.org", org_address="1-2-3 Example-cho, Tokyo",
+                         org_responsible="Hanako Example")
+    payload = {"version": 1, "category": "adult_ncii", "language": "en", "known_urls": [], "contact": None,
+               "consent": {"takedown": True, "hotline": False, "share_hashes": False, "at": "2026-01-02"},
+               "signals": [{"type": "sha256", "hash": hashes[HERS], "item": "p1"}],
+               "items": [{"item": "p1", "kind": "photo", "label": "holiday q3"}]}
+    case_id = take_in_case(inst, payload)
+    matcher.reset()
+    try:
+        job = create_job(inst, page_url, depth=0, requested_by="test")
+        assert crawl(inst, job)["matches"] >= 1
+    finally:
+        matcher.reset()
+    make_domain(inst, domain="127.0.0.1")
+    from backoffice.review import decide
+    with inst.session() as s:
+        media_id = s.execute(select(Media.id).where(Media.url == image_url)).scalar_one()
+        capture_id = s.execute(select(Media.capture_id).where(Media.id == media_id)).scalar_one()
+    takedowns = decide(inst, "staff:1", None, [(case_id, media_id)], "confirm")["takedowns"]
+    notice_id = notify.prepare(inst, takedowns[0], "site", "en", actor="staff:1")
+
+    # Live, before withdrawal: all of it opens, and only through her case key.
+    assert capture_artifacts(inst, capture_id)
+    opened = _everything_openable(inst)
+    assert image in opened and any(hashes[HERS].encode() in o for o in opened)
+    with inst.session() as s:
+        assert page_url.encode() in notify.open_archive(inst, s.get(Notice, notice_id))
+
+    root = tmp_path / "backups"
+    env = env_for(inst.settings)
+    result = kesu("backup", str(root), env=env)     # the real `kesu backup`
+    assert result.exit_code == 0, result.output
+    old_main = backup.list_backups(root)["main"][0]
+
+    # Restored while its key-store backup lives, the same backup gives all of it back.
+    early = tmp_path / "early"
+    early_url = fresh_url("early")
+    summary = backup.restore(old_main, instance_dir=early, passphrase=TEST_PASSPHRASE, database_url=early_url)
+    assert (summary.get("sealed_values") or {}).get("emptied", 0) == 0
+    twin = Instance(load(early, database_url=early_url))
+    twin.unlock(TEST_PASSPHRASE)
+    assert capture_artifacts(twin, capture_id) and image in _everything_openable(twin)
+    with twin.session() as s:
+        assert s.get(Takedown, takedowns[0]).url == page_url
+        assert s.get(Media, media_id).url == image_url
+
+    cases.withdraw(inst, case_id)
+    # the key-store backups older than the withdrawal expire (a later backup prunes them)
+    later = datetime.utcnow() + timedelta(days=inst.settings.keystore_backup_days + 1)
+    backup.create(inst, root, now=later)
+    assert not any(k.name.endswith(old_main.name[len(backup.MAIN_PREFIX):])
+                   for k in backup.list_backups(root)["keystore"])
+
+    # The OLD main backup, restored elsewhere, unlocked with the passphrase.
+    late_url = fresh_url("restored")
+    restored = backup.restore(old_main, instance_dir=tmp_path / "restored", passphrase=TEST_PASSPHRASE,
+                              database_url=late_url)
+    assert restored["keystore"] is None
+    other = Instance(load(tmp_path / "restored", database_url=late_url))
+    other.unlock(TEST_PASSPHRASE)
+    with other.session() as s:
+        assert s.get(Takedown, takedowns[0]) is not None            # the rows are there: the backup is old
+        urls = {*s.execute(select(Takedown.url)).scalars(), *s.execute(select(Media.url)).scalars(),
+                *s.execute(select(Capture.url)).scalars(), *s.execute(select(Capture.final_url)).scalars()}
+        assert not any(u.startswith(base) for u in urls), "a URL of hers is in the restored database"
+    opened = _everything_openable(other)
+    assert not any(image in o for o in opened), "an image byte of hers opened"
+    assert not any(hashes[HERS].encode() in o for o in opened), "a signal of hers opened"
+    assert not any(u.encode() in o for o in opened for u in (page_url, image_url)), "a URL of hers opened"
+    on_disk = _all_bytes(tmp_path / "restored") + _all_bytes(old_main)
+    assert image not in on_disk and hashes[HERS].encode() not in on_disk
+    for url in (page_url, image_url, f"{base}/"):
+        assert url.encode() not in on_disk, f"{url} is readable in the old backup"
+    with pytest.raises(LookupError):
+        capture_artifacts(other, capture_id)
