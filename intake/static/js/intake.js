@@ -389,7 +389,7 @@ export function setupForm(options) {
     const skipId = `${name}-skip`;
     const skip = el('input', { type: 'radio', name, id: skipId, value: 'skip' });
     skip.addEventListener('change', () => { entry.choice = -1; preview(); });
-    group.append(el('div', { class: 'face-option' }, skip, el('label', { for: skipId, text: t('faces-skip') })));
+    group.append(el('div', { class: 'face-option' }, skip, el('label', { for: skipId, text: t(entry.kind === 'source' ? 'faces-skip-source' : 'faces-skip') })));
     box.append(group);
   }
 
