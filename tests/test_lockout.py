@@ -65,6 +65,8 @@ def test_a_day_of_guessing_never_keeps_her_out():
                 assert again.allowed, f"locked out at {second} s"
                 her_waits.append(seconds)
             gate.end(her, ok=True)
+    print(f"simulated day: attacker checks {attacker_checks}, her 144 visits: challenged "
+          f"{sum(1 for w in her_waits if w)}, longest solve at 50k hashes/s {max(her_waits):.1f} s")
     assert len(her_waits) == 144 and max(her_waits) < 30, max(her_waits)
     assert attacker_checks > 1000                    # the attacker was not simply shut out either...
     # ...but each of its checks after the first few cost it the largest challenge.
