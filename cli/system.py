@@ -54,6 +54,12 @@ def worker(queues, passphrase_stdin, burst):
     instance = open_instance(unlock=True, passphrase_stdin=passphrase_stdin)
     context.set_instance(instance)
     names = [q.strip() for q in queues.split(",") if q.strip()]
+    if "crawl" in names:
+        from workers.capture.chromium import sandbox_plan
+        plan = sandbox_plan()
+        if not plan["sandbox"]:        # said loudly at start; the health page says it too
+            click.secho(f"kesu: WARNING: the crawler's Chromium has NO SANDBOX here: {plan['why']}", fg="red",
+                        bold=True, err=True)
     cls = SimpleWorker if "match" in names else Worker
     try:
         conn = connection(instance.settings)

@@ -24,6 +24,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# 1b. The unprivileged account the crawler's Chromium runs as when kesu runs as root: Chromium
+# refuses its sandbox as root; as this user its renderers get their own user, PID and network
+# namespaces and a seccomp-bpf filter (workers/capture/chromium.py; KESU_CHROMIUM_USER names
+# another account). No home, no shell, no password.
+if [ "$(id -u)" -eq 0 ] && ! getent passwd kesu-chromium >/dev/null; then
+  say "creating the system user kesu-chromium (the crawler's browser runs as it, in its sandbox)"
+  useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin kesu-chromium
+fi
+
 # 2. Python virtual environment with the pinned dependencies.
 py_stamp="$stamps/python-$(digest pyproject.toml constraints.txt scripts/setup.sh)"
 if [ ! -f "$py_stamp" ] || [ ! -x .venv/bin/kesu ]; then

@@ -38,6 +38,11 @@ const ws = new WebSocket('ws://127.0.0.1:{p}/ws-probe');
 ws.onerror = () => probes.ws = 'failed'; ws.onopen = () => probes.ws = 'open';
 new Worker('/worker.js').onmessage = (e) => probes.worker = e.data;
 fetch('/stream.m3u8').then(r => r.text());
+// keep one request open until the fetch, WebSocket and worker probes have each ended, so the
+// capture does not settle before they had their chance
+fetch('/hold').catch(() => null);
+const check = () => ['fetch', 'ws', 'worker'].every(k => probes[k]) ? fetch('/release') : setTimeout(check, 50);
+check();
 const pc = new RTCPeerConnection({{iceServers: [{{urls: 'stun:127.0.0.1:{udp}'}}]}});
 pc.createDataChannel('x'); pc.createOffer().then(o => pc.setLocalDescription(o));
 </script></body></html>"""),
@@ -54,9 +59,19 @@ pc.createDataChannel('x'); pc.createOffer().then(o => pc.setLocalDescription(o))
 class _Site(http.server.BaseHTTPRequestHandler):
     routes: dict = {}
     hits: list = []
+    released: threading.Event
 
     def do_GET(self):
         self.hits.append(self.path)
+        if self.path in ("/hold", "/release"):
+            if self.path == "/hold":
+                self.released.wait(15)
+                self.released.clear()
+            else:
+                self.released.set()
+            self.send_response(204)
+            self.end_headers()
+            return
         first, second = self.routes.get(self.path, ("text/plain", "missing"))
         if isinstance(first, int):
             self.send_response(first)
@@ -81,7 +96,8 @@ def world():
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
     udp.settimeout(0)
-    handler = type("H", (_Site,), {"routes": _page(probe.port, probe6.port, udp.getsockname()[1]), "hits": []})
+    handler = type("H", (_Site,), {"routes": _page(probe.port, probe6.port, udp.getsockname()[1]), "hits": [],
+                                   "released": threading.Event()})
     site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=site.serve_forever, daemon=True).start()
     s, p = site.server_address[1], probe.port
@@ -155,3 +171,34 @@ def test_a_browser_without_a_guard_captures_nothing(world):
     finally:
         driver.quit()
     assert (r.status, r.error) == ("error", cap.GUARD_DOWN) and world["probe"].seen == []
+
+
+def test_the_crawlers_chromium_runs_in_its_sandbox():
+    """Its renderers sit in user namespaces of their own under seccomp-bpf, and, when kesu is
+    root, every Chromium process runs as the unprivileged browser user (on b1ce246 it ran as
+    root with --no-sandbox)."""
+    import os
+    import pwd
+
+    chromium.sandbox_plan.cache_clear()
+    plan = chromium.sandbox_plan()
+    assert plan["sandbox"], f"this machine should give Chromium its sandbox: {plan['why']}"
+    driver = cap.open_browser(allow_private=True)
+    try:
+        driver.get("data:text/html,<p>sandboxed</p>")
+        state = chromium.sandbox_state(driver)
+        pids = chromium.descendants(driver.service.process.pid) + [driver.service.process.pid]
+        uids = set()
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/status") as fh:
+                    uids.add(int(next(line for line in fh if line.startswith("Uid:")).split()[1]))
+            except OSError:
+                continue
+        profile = driver.kesu_profile
+    finally:
+        driver.quit()
+    assert state["renderers"] >= 1 and state["sandboxed"] == state["renderers"], state
+    if os.geteuid() == 0:
+        assert uids == {pwd.getpwnam(plan["user"]).pw_uid}, uids
+        assert profile and not os.path.exists(profile)          # its profile folder went with it

@@ -154,3 +154,29 @@ def test_a_missing_organisation_contact_is_a_problem_until_set(instance):
     assert any("no person to reach" in line for line in status["problems"])
     settings.org_name, settings.org_phone, settings.org_email = "Support Centre", "03-0000-0000", "help@example.org"
     assert not [p for p in health.collect(instance)["problem_codes"] if p["code"] == "contact_missing"]
+
+
+def test_a_crawler_browser_without_its_sandbox_is_said_loudly(instance, monkeypatch, caplog):
+    """Root without the unprivileged browser user (scripts/setup.sh makes it): no sandbox is
+    possible, and the health page, `kesu status` and the crawler's log say so."""
+    import os
+
+    from conftest import staff_client
+
+    from workers.capture import chromium
+    if os.geteuid() != 0:
+        pytest.skip("the no-user case exists only when kesu runs as root")
+    monkeypatch.setenv("KESU_CHROMIUM_USER", "kesu-no-such-user")
+    chromium.sandbox_plan.cache_clear()
+    try:
+        status = health.collect(instance)
+        assert status["browser"]["sandbox"] is False and "kesu-no-such-user" in status["browser"]["why"]
+        assert any(p.startswith("the crawler's Chromium runs without its sandbox") for p in status["problems"])
+        assert "without its sandbox" in health.render_text(status)
+        page = staff_client(instance, role="admin").get("/admin/health?lang=ja").get_data(True)
+        assert 'data-code="browser_unsandboxed"' in page and "サンドボックスなしで動いています" in page
+        driver = chromium.new_driver(sandbox=True)
+        driver.quit()
+        assert any("CHROMIUM RUNS WITHOUT ITS SANDBOX" in r.getMessage() for r in caplog.records)
+    finally:
+        chromium.sandbox_plan.cache_clear()

@@ -89,9 +89,14 @@ def _browser_class():
         kesu_profile: str | None = None
 
         def quit(self):
+            """Quit, then kill whatever survived (a hung browser, a chromedriver whose parent
+            went first), so no process of the browser's user is left behind."""
+            process = getattr(self.service, "process", None)
+            left = ([process.pid] + descendants(process.pid)) if process is not None else []
             try:
                 super().quit()
             finally:
+                _kill(left)
                 self.release()
 
         def release(self):
@@ -194,23 +199,27 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def _kill(pids: list[int]) -> None:
+    import signal
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def close_driver(driver) -> None:
     """Quit the browser and its chromedriver; whatever survives a quit (a hung browser, a
     chromedriver that died first) is killed, so a finished job leaves no process behind."""
     if driver is None:
         return
-    import signal
     process = getattr(getattr(driver, "service", None), "process", None)
     left = ([process.pid] + descendants(process.pid)) if process is not None else []
     try:
         driver.quit()
     except Exception:
         pass
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    _kill(left)
     if process is not None:
         try:
             process.wait(timeout=5)

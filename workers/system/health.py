@@ -263,6 +263,12 @@ def _last_backup(instance) -> str | None:
         return _iso(s.execute(select(func.max(AuditEntry.at)).where(AuditEntry.action == "backup.create")).scalar())
 
 
+def browser_isolation() -> dict:
+    """How the crawler's Chromium is isolated on this machine: {"sandbox", "user", "why"}."""
+    from workers.capture.chromium import sandbox_plan
+    return dict(sandbox_plan())
+
+
 # --- everything --------------------------------------------------------------------------------
 
 def collect(instance) -> dict:
@@ -285,6 +291,7 @@ def collect(instance) -> dict:
     status["contact_missing"] = settings.missing_contact()
     from workers.takedown.notify import missing_fields
     status["notice_settings_missing"] = missing_fields(settings, None, "*")
+    status["browser"] = browser_isolation()
     status["problem_codes"] = problem_codes(status)
     status["problems"] = problems(status)
     return status
@@ -304,6 +311,7 @@ PROBLEMS = {
     "no_backup": "no backup yet (kesu backup DIR)",
     "backup_old": "last backup is {days} days old",
     "notice_settings": "notices are refused until these settings are set: {names}",
+    "browser_unsandboxed": "the crawler's Chromium runs without its sandbox: {why}",
 }
 BACKUP_MAX_DAYS = 7
 
@@ -348,6 +356,9 @@ def problem_codes(status: dict) -> list[dict]:
                 out.append({"code": "backup_old", "days": days})
     if status.get("notice_settings_missing"):
         out.append({"code": "notice_settings", "names": ", ".join(status["notice_settings_missing"])})
+    browser = status.get("browser") or {}
+    if browser and not browser.get("sandbox"):
+        out.append({"code": "browser_unsandboxed", "why": browser.get("why", "")})
     return out
 
 
