@@ -19,6 +19,18 @@ from store.models import AuditEntry, Capture, Case, Match, Media, Notice, Takedo
 bp = Blueprint("cases", __name__, url_prefix="/cases")
 
 
+def case_status_labels() -> dict:
+    return {"received": _("Received, not yet searched"), "searching": _("Being searched for"),
+            "found": _("Found on the web"), "requested": _("Removal requested"), "removed": _("Removed"),
+            "withdrawn": _("Withdrawn")}
+
+
+@bp.context_processor
+def labels():
+    from backoffice.takedown import status_labels
+    return {"case_status": case_status_labels(), "takedown_status": status_labels()}
+
+
 @bp.route("/")
 @login_required()
 def index():
