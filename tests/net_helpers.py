@@ -73,6 +73,7 @@ class FakeInternet:
     def __init__(self, routes: dict[str, int | tuple[str, int]]):
         self.routes = routes
         self.carried: list[str] = []
+        self.auth: list[str] = []                 # Proxy-Authorization values received
         net = self
 
         class Handler(socketserver.StreamRequestHandler):
@@ -86,6 +87,8 @@ class FakeInternet:
                     h = self.rfile.readline(8192)
                     if h in (b"\r\n", b"\n", b""):
                         break
+                    if h.lower().startswith(b"proxy-authorization:"):
+                        net.auth.append(h.split(b":", 1)[1].strip().decode("latin-1"))
                     if not h.lower().startswith((b"proxy-", b"connection")):
                         headers.append(h)
                 net.carried.append(f"CONNECT {target}" if method == "CONNECT" else target)

@@ -108,6 +108,19 @@ def test_redirect_to_loopback_is_refused_through_the_crawl_proxy(probe, site):
                 fetcher.get(base + path)
         assert probe.seen == []
         assert net.carried == [base + "/page", base + "/away", base + "/away6"]   # the refused hops never left
+        # a crawl proxy with credentials gets them, on plain HTTP and on tunnels (pinned to the checked address)
+        upstream = net.url.replace("http://", "http://kesu:s%40cret@")
+        authed = Fetcher(allow_private=False, upstream=upstream,
+                         resolver=lambda host: [PUBLIC] if host == "public.test" else addresses.resolve(host))
+        assert authed.get(base + "/page").body == b"public page"
+        guard = Guard(allow_private=False, upstream=upstream, resolver=authed.resolver).start()
+        try:
+            sock, _ = guard.connect("public.test", site.server_address[1], tunnel=True)
+            sock.close()
+        finally:
+            guard.stop()
+        assert net.carried[-1] == f"CONNECT {PUBLIC}:{site.server_address[1]}"
+        assert net.auth == ["Basic a2VzdTpzQGNyZXQ="] * 2                      # kesu:s@cret
     finally:
         net.stop()
 
