@@ -337,3 +337,55 @@ def lookup_contacts(domain_id):
     else:
         flash(_("The queue is not reachable; try again later."), "error")
     return redirect(url_for("domains.edit", domain_id=domain_id))
+
+
+@bp.route("/add", methods=["POST"])
+@login_required("staff")
+def add():
+    """One domain typed in by staff (the CSV import is for many); the same validation as a CSV row."""
+    values = {k: request.form.get(k, "") for k in ("domain", "site_name", "contact_email", "contact_form",
+                                                   "country", "language")}
+    if request.form.get("patrol_seeds", "").strip():
+        values["patrol_seeds"] = request.form["patrol_seeds"]
+    try:
+        row = clean_row(values)
+    except ValueError as exc:
+        flash(_("Not added: %(reason)s", reason=str(exc)), "error")
+        return redirect(url_for("domains.index"))
+    instance = current_instance()
+    with instance.session() as s:
+        existing = s.execute(select(Domain).where(Domain.domain == row["domain"])).scalars().first()
+        if existing is not None:
+            flash(_("%(domain)s is already in the domain database.", domain=row["domain"]), "error")
+            return redirect(url_for("domains.edit", domain_id=existing.id))
+        domain = Domain(**{k: v for k, v in row.items() if v is not None}, updated_at=utcnow())
+        s.add(domain)
+        s.flush()
+        domain_id = domain.id
+        audit.record(s, f"staff:{g.staff.id}", "domain_add", f"domain:{domain_id}")
+    flash(_("%(domain)s added.", domain=row["domain"]), "ok")
+    return redirect(url_for("domains.edit", domain_id=domain_id))
+
+
+@bp.route("/crawl", methods=["POST"])
+@login_required("staff")
+def crawl_url():
+    """Capture one URL now (the same job as `kesu crawl URL`): its page and same-site links, matched
+    against every case; matches arrive in the review queue."""
+    from workers import jobs
+    from workers.capture.crawl import create_job
+    url = request.form.get("url", "").strip()
+    depth = 1 if request.form.get("depth") == "1" else 0
+    if not re.match(r"^https?://[^\s/]+", url, re.I) or len(url) > 2000:
+        flash(_("Not crawled: a URL starting with http:// or https:// is needed."), "error")
+        return redirect(url_for("domains.index"))
+    instance = current_instance()
+    job_id = create_job(instance, url, depth=depth, requested_by=f"staff:{g.staff.id}")
+    with instance.session() as s:
+        audit.record(s, f"staff:{g.staff.id}", "crawl_request", f"crawl:{job_id}")
+    queued = jobs.enqueue(instance.settings, "crawl", job_id, job_id=f"kesu-crawl-{job_id}",
+                          job_timeout=instance.settings.crawl_max_seconds + 300)
+    flash(_("Crawl %(id)d started: matches will appear in the review queue.", id=job_id) if queued else
+          _("Crawl %(id)d is saved but the queue is not reachable: start kesu run, then try again.", id=job_id),
+          "ok" if queued else "error")
+    return redirect(url_for("domains.index"))

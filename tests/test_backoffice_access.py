@@ -25,7 +25,7 @@ ALLOWED = {
     ("admin.disable", "POST"): ADMIN, ("admin.enable", "POST"): ADMIN, ("admin.reset_totp", "POST"): ADMIN,
     ("admin.role", "POST"): ADMIN,
     ("domains.index", "GET"): ALL, ("domains.edit", "GET"): ALL, ("domains.save", "POST"): STAFF,
-    ("domains.lookup_contacts", "POST"): STAFF,
+    ("domains.lookup_contacts", "POST"): STAFF, ("domains.add", "POST"): STAFF, ("domains.crawl_url", "POST"): STAFF,
     ("domains.upload", "GET"): ADMIN, ("domains.upload", "POST"): ADMIN,
     ("manual.index", "GET"): STAFF, ("manual.case", "GET"): STAFF, ("manual.answer", "POST"): STAFF,
     ("manual.add", "POST"): STAFF,

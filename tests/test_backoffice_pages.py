@@ -52,3 +52,46 @@ def test_health_never_says_nothing_needs_attention_without_a_backup():
     assert problem_codes({**base, "last_backup": fresh}) == []
     assert problem_codes({**base, "last_backup": fresh, "notice_settings_missing": ["org_address"]}) == [
         {"code": "notice_settings", "names": "org_address"}]
+
+
+def test_staff_add_one_domain_and_crawl_one_url(tmp_path, redis_url):
+    """Without a CSV or a patrol seed: one domain typed in, one URL crawled (the same job as `kesu crawl`)."""
+    import re
+
+    import redis as redis_lib
+    from conftest import csrf
+    from rq import Queue
+    from sqlalchemy import select
+
+    from store.models import AuditEntry, CrawlJob, Domain
+    url = re.sub(r"/\d+$", "", redis_url) + "/13"
+    redis_lib.Redis.from_url(url).flushdb()
+    inst = make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'kesu.db'}", redis_url=url)
+    client = staff_client(inst)
+    token = csrf(client, "/domains/?lang=en")
+    r = client.post("/domains/add", data={"csrf_token": token, "domain": "Tube.Example", "site_name": "Tube",
+                                          "contact_email": "abuse@tube.example",
+                                          "patrol_seeds": "https://tube.example/new"})
+    assert r.status_code == 302 and "/domains/" in r.location
+    with inst.session() as s:
+        d = s.execute(select(Domain)).scalar_one()
+        assert (d.domain, d.contact_email, d.patrol_seeds) == ("tube.example", "abuse@tube.example",
+                                                                ["https://tube.example/new"])
+    again = client.post("/domains/add", data={"csrf_token": token, "domain": "tube.example"}, follow_redirects=True)
+    assert "already in the domain database" in again.get_data(as_text=True)
+    bad = client.post("/domains/add", data={"csrf_token": token, "domain": "tube.example", "contact_email": "nope"},
+                      follow_redirects=True)
+    assert "Not added" in bad.get_data(as_text=True)
+
+    r = client.post("/domains/crawl", data={"csrf_token": token, "url": "https://tube.example/watch/1", "depth": "1"},
+                    follow_redirects=True)
+    assert "started" in r.get_data(as_text=True)
+    with inst.session() as s:
+        job = s.execute(select(CrawlJob)).scalar_one()
+        assert (job.url, job.depth, job.status) == ("https://tube.example/watch/1", 1, "queued")
+        assert s.execute(select(AuditEntry).where(AuditEntry.action == "crawl_request")).scalar_one()
+    q = Queue("crawl", connection=redis_lib.Redis.from_url(url))
+    assert [j.args for j in q.jobs] == [(job.id,)]
+    assert "http://" in client.post("/domains/crawl", data={"csrf_token": token, "url": "javascript:alert(1)"},
+                                    follow_redirects=True).get_data(as_text=True)
+    redis_lib.Redis.from_url(url).flushdb()
