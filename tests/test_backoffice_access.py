@@ -40,11 +40,13 @@ ALLOWED = {
 MISSING_ID = 987654          # ids that name nothing: a request that passes the role check gets 404/400
 
 
-@pytest.fixture
-def instance(tmp_path):
-    """SQLite only: roles are checked in Python, the same on PostgreSQL."""
+@pytest.fixture(scope="module")
+def instance(tmp_path_factory):
+    """SQLite only: roles are checked in Python, the same on PostgreSQL. One instance for this
+    file (each test uses its own accounts)."""
     from conftest import make_instance
-    return make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'instance' / 'kesu.db'}")
+    folder = tmp_path_factory.mktemp("access") / "instance"
+    return make_instance(folder, f"sqlite:///{folder / 'kesu.db'}")
 
 
 def _routes(app):
@@ -124,7 +126,7 @@ def test_next_targets_on_this_site_are_kept():
     assert local_target("/takedowns/?page=2") == "/takedowns/?page=2"
 
 
-def test_no_one_can_keep_a_colleague_out_and_no_account_oracle(tmp_path):
+def test_no_one_can_keep_a_colleague_out_and_no_account_oracle(instance):
     """Failing on purpose with a colleague's address slows guesses (429 with a challenge),
     exactly as for an address that has no account; her password and code, with the
     challenge solved (as login.js does), get in at once."""
@@ -132,13 +134,12 @@ def test_no_one_can_keep_a_colleague_out_and_no_account_oracle(tmp_path):
     import re
 
     import pyotp
-    from conftest import csrf, make_instance
+    from conftest import csrf
     from test_lockout import solve
 
     from backoffice import accounts, create_app
-    inst = make_instance(tmp_path / "i", f"sqlite:///{tmp_path / 'i' / 'kesu.db'}")
-    secret = accounts.add(inst, "worker@example.org", "correct horse battery staple", "staff")
-    client = create_app(inst).test_client()
+    secret = accounts.add(instance, "colleague@example.org", "correct horse battery staple", "staff")
+    client = create_app(instance).test_client()
     from web.throttle import Throttle
     client.application.extensions["kesu.login_throttle"] = Throttle(work_bits=4, clock=lambda: 0.0)  # time stands still
     token = csrf(client, "/login?lang=en")
@@ -146,15 +147,15 @@ def test_no_one_can_keep_a_colleague_out_and_no_account_oracle(tmp_path):
     def attempt(email, password="wrong password!!", code="000000", work=""):
         return client.post("/login?lang=en", data={"email": email, "password": password, "code": code,
                                                    "csrf_token": token, "work": work})
-    for email in ("worker@example.org", "nobody@example.org"):
+    for email in ("colleague@example.org", "nobody@example.org"):
         codes = [attempt(email).status_code for _ in range(12)]
         assert codes == [401] * 5 + [429] * 7, (email, codes)
-    assert attempt("worker@example.org").get_data().count(b"data-work-challenge") == 1
-    r = attempt("worker@example.org", "correct horse battery staple", pyotp.TOTP(secret).now())
+    assert attempt("colleague@example.org").get_data().count(b"data-work-challenge") == 1
+    r = attempt("colleague@example.org", "correct horse battery staple", pyotp.TOTP(secret).now())
     assert r.status_code == 429 and "Retry-After" in r.headers
     page = r.get_data(True)
     work = {"challenge": html.unescape(re.search(r'data-work-challenge="([^"]+)"', page).group(1)),
             "bits": int(re.search(r'data-work-bits="(\d+)"', page).group(1)),
             "count": int(re.search(r'data-work-count="(\d+)"', page).group(1))}
-    r = attempt("worker@example.org", "correct horse battery staple", pyotp.TOTP(secret).now(), work=solve(work))
+    r = attempt("colleague@example.org", "correct horse battery staple", pyotp.TOTP(secret).now(), work=solve(work))
     assert r.status_code == 302 and r.headers["Location"] == "/"

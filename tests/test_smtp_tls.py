@@ -24,17 +24,23 @@ class Recorder:
         return AuthResult(success=True)
 
 
-@pytest.fixture
-def instance_for(tmp_path):
+@pytest.fixture(scope="module")
+def shared_instance(tmp_path_factory):
     from conftest import make_instance
-    made = []
+    folder = tmp_path_factory.mktemp("smtp") / "instance"
+    return make_instance(folder, f"sqlite:///{folder / 'kesu.db'}")
+
+
+@pytest.fixture
+def instance_for(shared_instance):
+    """The shared instance with these mail settings (and the defaults for the rest)."""
+    from store.config import Settings
+    defaults = {f: getattr(Settings, f) for f in ("smtp_security", "smtp_ca_file", "smtp_user", "smtp_password")}
 
     def make(port, **settings):
-        folder = tmp_path / f"instance{len(made)}"
-        inst = make_instance(folder, f"sqlite:///{folder / 'kesu.db'}", smtp_host="127.0.0.1", smtp_port=port,
-                             **settings)
-        made.append(inst)
-        return inst
+        for name, value in {**defaults, "smtp_host": "127.0.0.1", "smtp_port": port, **settings}.items():
+            setattr(shared_instance.settings, name, value)
+        return shared_instance
     return make
 
 

@@ -82,7 +82,7 @@ class Work:
 
     def redeem(self, key: str, solution: str | None, now: float) -> bool:
         """True (once) for a solved, unexpired challenge issued for `key`. Call under a lock."""
-        if not solution or len(solution) > 8192:
+        if not solution or len(solution) > 8192 or not solution.isascii():
             return False
         challenge, _, nonces = solution.rpartition(":")
         parts = challenge.split(".")
