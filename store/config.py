@@ -45,6 +45,7 @@ class Settings:
     patrol_pages: int = 20
     patrol_bytes: int = 64 * 1024 * 1024
     patrol_pages_day: int = 100
+    patrol_detail_pages: int = 10             # detail pages followed from each changed listing page (0: none)
     patrol_seconds: float = 300               # wall time per run: one slow site costs only this
     patrol_robots: str = "record"             # record: note robots.txt and visit; obey: skip what it disallows
     patrol_robots_ttl: int = 86400

@@ -21,7 +21,8 @@ from workers.capture import patrol as P
 pytestmark = pytest.mark.browser
 
 BUDGET = 4.0            # seconds per site and run
-FAST = dict(crawl_delay=0.05, crawl_idle_seconds=0.1, crawl_page_seconds=10, crawl_faces=0)
+# Listing pages only (their counts are what these tests measure); detail pages have their own test.
+FAST = dict(crawl_delay=0.05, crawl_idle_seconds=0.1, crawl_page_seconds=10, crawl_faces=0, patrol_detail_pages=0)
 GATES = {5: "age", 12: "age", 15: "custom", 20: "cookie", 25: "age", 35: "custom", 45: "age"}
 HANG = 3
 CASE_SEED = 4242
@@ -361,7 +362,8 @@ def test_three_patrol_jobs_in_a_forking_worker_leave_no_browser_behind(tmp_path,
             assert jobs.enqueue(inst.settings, "patrol", str(domain_id), job_id=f"patrol-{domain_id}-{n}")
         env = {"KESU_INSTANCE": str(folder), "KESU_DATABASE_URL": inst.settings.database_url, "KESU_REDIS_URL": url,
                "KESU_KEY_PASSPHRASE": TEST_PASSPHRASE, "KESU_CRAWL_ALLOW_PRIVATE": "1", "KESU_CRAWL_FACES": "0",
-               "KESU_PATROL_SECONDS": "20", "KESU_CRAWL_DELAY": "0.05"}
+               "KESU_PATROL_SECONDS": "20", "KESU_CRAWL_DELAY": "0.05", "KESU_CRAWL_IDLE_SECONDS": "0.1",
+               "KESU_PATROL_DETAIL_PAGES": "0"}
         ran = kesu_cli("worker", "--queues", "crawl", "--burst", env=env, timeout=300)
         assert ran.returncode == 0, ran.stderr[-2000:]
         with inst.session() as s:
@@ -371,3 +373,32 @@ def test_three_patrol_jobs_in_a_forking_worker_leave_no_browser_behind(tmp_path,
     finally:
         sites.stop()
         redis_lib.Redis.from_url(url).flushdb()
+
+
+def test_patrol_follows_a_listing_to_its_detail_pages_within_the_budget(tmp_path):
+    """A changed listing's detail pages (links wrapping a thumbnail) are visited before its next
+    page, at most patrol_detail_pages per listing, and the page budget still stops the run."""
+    sites = patrol_sites.build(1, uploads=3, seed=7200)
+    try:
+        inst = make_instance(tmp_path / "inst", f"sqlite:///{tmp_path / 'inst' / 'kesu.db'}",
+                             **{**FAST, "patrol_detail_pages": 2})
+        with inst.session() as s:
+            d = Domain(domain=sites[0].domain, patrol_seeds=[sites[0].base + "/new"])
+            s.add(d)
+            s.flush()
+            domain_id = d.id
+        run = P.patrol_site(inst, domain_id, matcher=lambda i, sig: [])
+        assert run["status"] == "ok" and run["pages"] == 5, run          # 2 listing pages + 2 + 1 details
+        with inst.session() as s:
+            seen = {p.url for p in s.execute(select(PatrolPage).where(PatrolPage.domain_id == domain_id)).scalars()}
+        names = [n for n, _, _ in sites[0].uploads]
+        assert {f"{sites[0].base}/item/{n}" for n in names} <= seen
+        # the budget holds: three pages, the listing and its first two details, nothing more
+        inst.settings.patrol_pages = 3
+        with inst.session() as s:
+            for page in s.execute(select(PatrolPage)).scalars():
+                s.delete(page)
+        again = P.patrol_site(inst, domain_id, matcher=lambda i, sig: [], now=utcnow() + timedelta(days=2))
+        assert again["pages"] == 3 and again["stopped"] == "pages", again
+    finally:
+        sites.stop()

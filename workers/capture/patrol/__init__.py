@@ -16,8 +16,9 @@ One run of one domain (`patrol_site`, in run.py):
    asked for cheaply when the patrol has seen it before: a conditional GET with its ETag /
    Last-Modified (304: unchanged), or, without validators, a GET whose content hash (the
    page's links and media URLs, so timestamps and tokens don't count) is compared. Only a
-   changed page is loaded in Chromium (workers.capture.page), and a listing's next page is only
-   followed when the listing changed, so the cost of a run follows what is new.
+   changed page is loaded in Chromium (workers.capture.page), and a listing's next page and its
+   detail pages (links wrapping a thumbnail, at most `patrol_detail_pages` per listing page) are
+   only followed when the listing changed, so the cost of a run follows what is new.
 3. Media URLs this domain's patrols have already fetched are blocked in the browser
    (`Network.setBlockedURLs`): their signals are stored already, and a later case is matched
    against them without fetching them again (workers.matching.matcher.retro_match).

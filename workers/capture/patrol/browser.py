@@ -1,5 +1,5 @@
 """What the patrol does in the page: cookies, the age gate or cookie wall, the listing's "next"
-page and the detail pages it links to."""
+page and the detail pages it links to (links wrapping a thumbnail)."""
 from __future__ import annotations
 
 from urllib.parse import urlsplit
@@ -64,7 +64,14 @@ let el = null;
 if (sel) { try { el = document.querySelector(sel); } catch (e) {} }
 if (!el) el = document.querySelector('a[rel~="next" i], link[rel~="next" i]');
 const href = el ? (el.href || el.getAttribute('href')) : null;
-return {next: (typeof href === 'string') ? href : null};
+// A listing's detail pages: links that wrap a thumbnail (an image, a video, a picture).
+const details = [];
+for (const a of document.querySelectorAll('a[href]')) {
+  if (!a.querySelector('img, video, picture')) continue;
+  if (typeof a.href === 'string' && !details.includes(a.href)) details.push(a.href);
+  if (details.length >= 100) break;
+}
+return {next: (typeof href === 'string') ? href : null, details: details};
 """
 
 

@@ -245,9 +245,24 @@ def patrol_site(instance, domain_id: int, driver=None, matcher=None, progress=No
                 progress({"domain": name, "url": url, "status": result.status, "media": len(result.media),
                           "matches": written["matches"]})
             nxt = (result.extracted or {}).get("next")
+            follow = []
+            if result.status == "ok" and kind in ("seed", "next"):
+                # a listing that changed: its detail pages first (newest content), then its next page,
+                # all within the same page, byte and time budgets
+                queued = {cr.normalise(u) for u, _ in frontier}
+                for link in (result.extracted or {}).get("details") or []:
+                    if len(follow) >= setting(settings, "patrol_detail_pages"):
+                        break
+                    link = link.split("#", 1)[0] if isinstance(link, str) else ""
+                    key = cr.normalise(link) if link.startswith(("http:", "https:")) else None
+                    if key and site_of(link) in roots and key not in visited and key not in queued \
+                            and link != nxt:
+                        queued.add(key)
+                        follow.append((link, "detail"))
             if result.status == "ok" and isinstance(nxt, str) and nxt.startswith(("http:", "https:")) \
                     and site_of(nxt) in roots and cr.normalise(nxt) not in visited:
-                frontier.insert(0, (nxt.split("#", 1)[0], "next"))
+                follow.append((nxt.split("#", 1)[0], "next"))
+            frontier[0:0] = follow
         if frontier and detail["stopped"] is None and budget - (time.monotonic() - started) <= 0.5:
             detail["stopped"] = "time"
         status = "ok"
