@@ -180,3 +180,14 @@ def test_a_crawler_browser_without_its_sandbox_is_said_loudly(instance, monkeypa
         assert any("CHROMIUM RUNS WITHOUT ITS SANDBOX" in r.getMessage() for r in caplog.records)
     finally:
         chromium.sandbox_plan.cache_clear()
+
+
+def test_a_lifted_address_guard_is_a_problem(instance):
+    """crawl_allow_private (tests set it) must never pass unnoticed in production."""
+    from conftest import staff_client
+    assert instance.settings.crawl_allow_private
+    assert {"code": "guard_lifted"} in health.collect(instance)["problem_codes"]
+    page = staff_client(instance, role="admin").get("/admin/health?lang=ja").get_data(True)
+    assert 'data-code="guard_lifted"' in page and "アドレスガードが解除されています" in page
+    instance.settings.crawl_allow_private = False
+    assert {"code": "guard_lifted"} not in health.collect(instance)["problem_codes"]

@@ -292,6 +292,7 @@ def collect(instance) -> dict:
     from workers.takedown.notify import missing_fields
     status["notice_settings_missing"] = missing_fields(settings, None, "*")
     status["browser"] = browser_isolation()
+    status["crawl_allow_private"] = bool(settings.crawl_allow_private)
     status["problem_codes"] = problem_codes(status)
     status["problems"] = problems(status)
     return status
@@ -312,6 +313,7 @@ PROBLEMS = {
     "backup_old": "last backup is {days} days old",
     "notice_settings": "notices are refused until these settings are set: {names}",
     "browser_unsandboxed": "the crawler's Chromium runs without its sandbox: {why}",
+    "guard_lifted": "crawl_allow_private is on: the crawler and re-checks may reach private and loopback addresses",
 }
 BACKUP_MAX_DAYS = 7
 
@@ -359,6 +361,8 @@ def problem_codes(status: dict) -> list[dict]:
     browser = status.get("browser") or {}
     if browser and not browser.get("sandbox"):
         out.append({"code": "browser_unsandboxed", "why": browser.get("why", "")})
+    if status.get("crawl_allow_private"):
+        out.append({"code": "guard_lifted"})
     return out
 
 
