@@ -68,3 +68,19 @@ def key_reseal():
     audit_cli(instance, "key.reseal", instance.active_key().key_id, **counts)
     click.echo(json.dumps(counts))
 
+
+
+@key_group.command("rewrap")
+def key_rewrap():
+    """Put under each case's key what was sealed to the org key before case seal keys existed
+    (matched captures' keys, matched media's signals, notice archives). Run once after upgrading."""
+    from crypto.keys import WrongPassphrase
+    from store import casekeys
+    instance = open_instance()
+    try:
+        instance.unlock(read_passphrase())
+    except WrongPassphrase as exc:
+        fail(str(exc))
+    counts = casekeys.rewrap(instance)
+    audit_cli(instance, "key.rewrap", instance.active_key().key_id, **counts)
+    click.echo(json.dumps(counts))

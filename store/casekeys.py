@@ -128,6 +128,10 @@ def media_signals(instance, session, media: Media) -> dict | None:
 CASE_SEALED = b"\x00\x00"
 
 
+def notice_aad(notice_id: int) -> bytes:
+    return f"kesu:notice:v1:{notice_id}".encode()
+
+
 def seal_to_case(public: bytes, plaintext: bytes, aad: bytes) -> bytes:
     key = envelope.new_key()
     box = seal(public, key)
@@ -146,3 +150,57 @@ def open_for_case(instance, case_id: int, sealed: bytes, aad: bytes) -> bytes | 
     sealed = bytes(sealed)[len(CASE_SEALED):]
     size = int.from_bytes(sealed[:2], "big")
     return envelope.decrypt(unseal(private, sealed[2:2 + size]), sealed[2 + size:], aad)
+
+
+# --- moving rows made before seal keys existed -----------------------------------------------
+
+def rewrap(instance) -> dict:
+    """Put under the case keys what was sealed to the org key before seal keys existed:
+    matched captures' data keys, matched media's signals, notice archives. Idempotent; needs
+    the org key unlocked (`kesu key rewrap`). A capture any of whose cases has no key is left
+    as it is (and counted)."""
+    from .models import Match, Notice, Takedown
+    counts = {"seal_keys": 0, "captures": 0, "media": 0, "notices": 0, "left": 0}
+    private = instance.private_keys().private_key
+    with instance.session() as s:
+        for case in s.execute(select(Case).where(Case.seal_key.is_(None), Case.status != "withdrawn")).scalars():
+            if seal_key(instance, case) is not None:
+                counts["seal_keys"] += 1
+        pairs = s.execute(select(Media.capture_id, Match.media_id, Match.case_id)
+                          .join(Match, Match.media_id == Media.id)
+                          .join(Case, Case.id == Match.case_id).where(Case.status != "withdrawn")).all()
+        by_capture: dict[int, tuple[set, set]] = {}
+        for capture_id, media_id, case_id in pairs:
+            media_ids, case_ids = by_capture.setdefault(capture_id, (set(), set()))
+            media_ids.add(media_id)
+            case_ids.add(case_id)
+        for capture_id, (media_ids, case_ids) in sorted(by_capture.items()):
+            capture = s.get(Capture, capture_id)
+            legacy = [m for m in (s.get(Media, i) for i in sorted(media_ids)) if m.signals]
+            if not capture.data_key and not legacy:
+                continue
+            publics = {c: seal_key(instance, s.get(Case, c)) for c in sorted(case_ids)}
+            if any(p is None for p in publics.values()):
+                counts["left"] += 1
+                continue
+            data_key = capture_key(instance, s, capture) or envelope.new_key()
+            for case_id, public in publics.items():
+                wrap_capture_key(s, capture, case_id, public, data_key)
+            counts["captures"] += 1
+            for media in legacy:
+                lock_media_signals(media, data_key, json.loads(unseal(private, bytes(media.signals))))
+                counts["media"] += 1
+        notices = s.execute(select(Notice, Takedown.case_id).join(Takedown, Takedown.id == Notice.takedown_id)
+                            .where(Notice.archived.is_not(None))).all()
+        for notice, case_id in notices:
+            value = bytes(notice.archived)
+            case = s.get(Case, case_id)
+            public = seal_key(instance, case) if case is not None else None
+            if is_case_sealed(value) or public is None:
+                continue
+            size = int.from_bytes(value[:2], "big")
+            key = unseal(private, value[2:2 + size])
+            aad = notice_aad(notice.id)
+            notice.archived = seal_to_case(public, envelope.decrypt(key, value[2 + size:], aad), aad)
+            counts["notices"] += 1
+    return counts

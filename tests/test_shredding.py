@@ -26,8 +26,6 @@ from workers.capture.crawl import capture_artifacts, crawl, create_job
 from workers.matching import matcher
 from workers.takedown import notify
 
-pytestmark = pytest.mark.browser
-
 HERS = "img/lazy2.jpg"          # a JPEG on gallery.html, big enough to be recognisable
 
 
@@ -78,6 +76,7 @@ def _all_bytes(folder: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
 
 
+@pytest.mark.browser
 def test_old_backup_opens_nothing_of_hers_after_withdrawal(tmp_path, site, database_url, fresh_url):  # noqa: F811
     base, hashes, folder = site
     image = (folder / HERS).read_bytes()
@@ -159,3 +158,55 @@ def test_old_backup_opens_nothing_of_hers_after_withdrawal(tmp_path, site, datab
         assert url.encode() not in on_disk, f"{url} is readable in the old backup"
     with pytest.raises(LookupError):
         capture_artifacts(other, capture_id)
+
+
+def test_rows_sealed_to_the_org_key_before_seal_keys_move_under_the_case_key(instance):
+    """`kesu key rewrap`: captures, media signals and notices made before 0008 (org-sealed)
+    go under her case key, so her withdrawal shreds them too; idempotent."""
+    import json
+
+    from takedown_helpers import make_takedown
+
+    from crypto import envelope
+    from crypto.sealing import seal, unb64
+    from store import casekeys
+    from store.models import CaptureKey, Case, Match
+    public = unb64(instance.public_key()[1])
+    case_id = take_in_case(instance)
+    key = envelope.new_key()
+    blob = instance.blobs.put(key, b"her picture bytes")
+    with instance.session() as s:
+        s.get(Case, case_id).seal_key = None                       # as before seal keys
+        cap = Capture(url="https://example.net/p", status="ok", data_key=seal(public, key),
+                      evidence={"artifacts": {"page.html": {"blob": blob, "sha256": "", "bytes": 17}}})
+        s.add(cap)
+        s.flush()
+        media = Media(capture_id=cap.id, url="https://example.net/a.jpg", sha256_key="00" * 32, blob=blob,
+                      signals=seal(public, json.dumps({"sha256": "ab" * 32}).encode()))
+        s.add(media)
+        s.flush()
+        s.add(Match(case_id=case_id, media_id=media.id, kind="sha256", distance=0))
+        capture_id, media_id = cap.id, media.id
+    td = make_takedown(instance, case_id, make_domain(instance), "https://example.net/p")
+    with instance.session() as s:
+        notice = Notice(takedown_id=td, route="site")
+        s.add(notice)
+        s.flush()
+        notice.archived = notify.archive(public, notice.id, b"the notice as sent")
+        notice_id = notice.id
+    counts = casekeys.rewrap(instance)
+    assert counts == {"seal_keys": 1, "captures": 1, "media": 1, "notices": 1, "left": 0}
+    assert casekeys.rewrap(instance) == {"seal_keys": 0, "captures": 0, "media": 0, "notices": 0, "left": 0}
+    with instance.session() as s:
+        cap, media = s.get(Capture, capture_id), s.get(Media, media_id)
+        assert cap.data_key is None and media.signals is None
+        assert s.execute(select(CaptureKey.case_id)).scalars().all() == [case_id]
+        assert instance.blobs.get(casekeys.capture_key(instance, s, cap), blob) == b"her picture bytes"
+        assert casekeys.media_signals(instance, s, media) == {"sha256": "ab" * 32}
+        assert notify.open_archive(instance, s.get(Notice, notice_id)) == b"the notice as sent"
+    instance.keystore.destroy(case_id)                             # her key gone: nothing opens
+    with instance.session() as s:
+        assert casekeys.capture_key(instance, s, s.get(Capture, capture_id)) is None
+        assert casekeys.media_signals(instance, s, s.get(Media, media_id)) is None
+        with pytest.raises(LookupError):
+            notify.open_archive(instance, s.get(Notice, notice_id))

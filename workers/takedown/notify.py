@@ -221,7 +221,7 @@ def render(instance, session, takedown: Takedown, route: str, language: str) -> 
 # --- the archive: exactly what was sent, sealed to the case (org key: older rows) ------------------
 
 def _aad(notice_id: int) -> bytes:
-    return f"kesu:notice:v1:{notice_id}".encode()
+    return casekeys.notice_aad(notice_id)
 
 
 def archive(public_key: bytes, notice_id: int, raw: bytes) -> bytes:
