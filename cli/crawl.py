@@ -79,8 +79,9 @@ def crawl_command(url, depth, wait):
                 state["shown"] += step
             click.echo(f"  {info['url']}", err=True)
 
-        with bar:
-            crawl(instance, job_id, progress=progress)
+        from workers.system import runs
+        with bar:       # claimed like a worker's delivery: a sweep elsewhere never runs it twice
+            runs.run_claimed(instance, "crawl", job_id, lambda: crawl(instance, job_id, progress=progress))
     if wait:
         click.echo(json.dumps(report(instance, job_id), ensure_ascii=False))
     else:

@@ -71,6 +71,9 @@ class Settings:
     retention_log_days: int = 30
     retention_continuation_days: int = 365    # the yearly "shall we go on?" question
     retention_answer_days: int = 30           # no answer: on hold (nothing deleted)
+    job_lease_seconds: int = 60               # a claimed job renews its lease; a killed one is retried after it
+    job_max_attempts: int = 5                 # then the job stops and the health page shows its error
+    job_retry_seconds: int = 30               # delay before the 2nd attempt, doubling after each failure
     key_kdf: str = "moderate"               # Argon2id cost of the key passphrase: moderate|interactive (tests)
     extra: dict = field(default_factory=dict)
 

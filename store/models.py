@@ -316,6 +316,27 @@ class Schedule(Base):
     last_run_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
+class JobRun(Base):
+    """One unit of queued work (a crawl, a take-in, a notice...): the row is the truth, Redis only
+    carries its wake-up. A delivery claims the row with a lease and an attempt (workers.system.runs),
+    so two deliveries make one set of effects, a killed worker's row is taken up again when its
+    lease runs out, and a run that keeps failing stops after a bounded number of attempts."""
+    __tablename__ = "job_runs"
+    __table_args__ = (UniqueConstraint("name", "ref"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(30))                          # a job name of workers.jobs
+    ref: Mapped[str] = mapped_column(String(100), default="")              # its argument: an internal id
+    state: Mapped[str] = mapped_column(String(10), default="queued", index=True)   # queued|running|done|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    due_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime)
+    wake_id: Mapped[str | None] = mapped_column(String(100))               # the RQ job that carries its wake-up
+    options: Mapped[dict] = mapped_column(JSON, default=dict)              # RQ options (timeouts) for re-wakes
+    error: Mapped[str | None] = mapped_column(Text)                        # the last attempt's real error
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class PatrolRun(Base):
     """One patrol of one domain: what it cost (pages, bytes), what it found, what stopped it."""
     __tablename__ = "patrol_runs"

@@ -28,7 +28,14 @@ from workers.system.queue import QUEUES, connection
 log = logging.getLogger("kesu.health")
 
 OVERDUE = timedelta(minutes=5)          # a schedule this late means no scheduler is running
-HEARTBEAT_STALE = timedelta(minutes=2)
+HEARTBEAT_GRACE = timedelta(seconds=30)
+
+
+def heartbeat_stale_after(worker) -> timedelta:
+    """RQ's own rhythm: an idle worker beats once per dequeue timeout (worker_ttl - 15 s, 405 s by
+    default), so a beat is late only past worker_ttl (plus a grace for a busy machine)."""
+    from rq.defaults import DEFAULT_WORKER_TTL
+    return timedelta(seconds=int(getattr(worker, "worker_ttl", None) or DEFAULT_WORKER_TTL)) + HEARTBEAT_GRACE
 EXC_CHARS = 300
 
 
@@ -125,7 +132,7 @@ def queue_status(settings) -> dict:
         status["workers"].append({
             "name": w.name, "hostname": w.hostname, "pid": w.pid, "state": w.get_state(),
             "queues": w.queue_names(), "current_job": w.get_current_job_id(),
-            "last_heartbeat": _iso(beat), "stale": bool(beat and now - beat > HEARTBEAT_STALE),
+            "last_heartbeat": _iso(beat), "stale": bool(beat and now - beat > heartbeat_stale_after(w)),
             "successful": w.successful_job_count, "failed": w.failed_job_count})
     for name in _queue_names(conn):
         q = Queue(name, connection=conn)
@@ -216,6 +223,12 @@ def _mail(instance) -> dict | None:
             "sent": int(counts.get("sent", 0)), "last_failed": _iso(last_failed)}
 
 
+def _runs(instance) -> dict:
+    """The database side of the queue: runs failed for good (with their real error) and stuck ones."""
+    from workers.system import runs
+    return runs.summary(instance)
+
+
 def _keys(instance) -> dict:
     with instance.session() as s:
         keys = s.execute(select(OrgKey.key_id, OrgKey.active, OrgKey.created_at).order_by(OrgKey.created_at)).all()
@@ -278,6 +291,7 @@ def collect(instance) -> dict:
     try:
         status["keys"] = _keys(instance)
         status["schedules"] = _schedules(instance)
+        status["runs"] = _runs(instance)
         status["last_backup"] = _last_backup(instance)
         status["database_ok"] = True
     except Exception as exc:    # noqa: BLE001
@@ -304,6 +318,9 @@ PROBLEMS = {
     "no_workers": "no worker is running",
     "queue_unserved": "queue {name} has {n} waiting job(s) and no worker",
     "failed_jobs": "{n} failed job(s)",
+    "runs_failed": "{n} job(s) gave up after every attempt",
+    "runs_stuck": "{n} job(s) stuck (due long ago, or their worker is gone)",
+    "submissions_waiting": "{n} submission(s) waiting with no take-in under way (failed, stuck or never asked for)",
     "stale_worker": "a worker stopped sending heartbeats",
     "schedules_overdue": "schedules are overdue: is the scheduler running?",
     "mail_failed": "{n} notice(s) failed to send",
@@ -336,6 +353,13 @@ def problem_codes(status: dict) -> list[dict]:
             out.append({"code": "failed_jobs", "n": len(q["failed"])})
         if any(w["stale"] for w in q["workers"]):
             out.append({"code": "stale_worker"})
+    runs = status.get("runs") or {}
+    if runs.get("failed"):
+        out.append({"code": "runs_failed", "n": len(runs["failed"])})
+    if runs.get("stuck"):
+        out.append({"code": "runs_stuck", "n": len(runs["stuck"])})
+    if runs.get("submissions_waiting"):
+        out.append({"code": "submissions_waiting", "n": runs["submissions_waiting"]})
     if status.get("schedules", {}).get("overdue"):
         out.append({"code": "schedules_overdue"})
     mail = status.get("mail") or {}
@@ -403,6 +427,14 @@ def render_text(status: dict) -> str:
             lines.append(f"  FAILED  {job['id']} ({job['queue']}, {job['function']}, {job['ended']}): {job['error']}")
     else:
         lines.append(f"queue     {q['url']}: UNREACHABLE ({q['error']})")
+    runs = status.get("runs")
+    if runs:
+        counts = runs.get("counts", {})
+        lines.append("jobs      " + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("queued", "running", "done", "failed")))
+        for r in runs.get("failed", []):
+            lines.append(f"  GAVE UP {r['name']} {r['ref']} after {r['attempts']} attempt(s): {r['error']}")
+        for r in runs.get("stuck", []):
+            lines.append(f"  STUCK   {r['name']} {r['ref']} ({r['state']}, due {r['due']}): {r['error'] or '-'}")
     sched = status.get("schedules")
     if sched:
         lines.append(f"schedules {sched['count']}, overdue {len(sched['overdue'])}, last patrol {sched['last_patrol'] or '-'}")

@@ -1,5 +1,8 @@
 """The scheduler: timed work lives in the database; due rows become queue jobs.
 
+Each pass also sweeps the job runs (workers.system.runs): every due, queued or abandoned run
+without a live wake-up in Redis gets one, so a Redis flush or restart loses nothing.
+
 A restart of Redis or of every process loses nothing: a due row stays due until
 its job has been enqueued and its next due time written, in one transaction.
 """
@@ -11,6 +14,7 @@ from sqlalchemy import select
 
 from store.models import Schedule, utcnow
 from workers.jobs import JOBS, enqueue
+from workers.system import runs
 from workers.system.queue import connection
 
 log = logging.getLogger("kesu.scheduler")
@@ -57,8 +61,9 @@ def loop(instance, once: bool = False, every: float = 5.0) -> None:
             n = run_due(instance)
             if n:
                 log.info("enqueued %d scheduled job(s)", n)
-        except Exception:   # a broken row or a Redis restart must not stop the scheduler
-            log.exception("scheduler pass failed; retrying")
+            runs.sweep(instance)        # what is due, queued or abandoned gets its wake-up again
+        except Exception as exc:   # a broken row or a Redis restart must not stop the scheduler
+            log.warning("scheduler pass failed (%s); retrying", runs.describe_error(exc)[:300])
         if once:
             return
         time.sleep(every)
