@@ -35,10 +35,18 @@ def read_passphrase(confirm: bool = False, stdin: bool = False) -> str:
     return first
 
 
-def open_instance(unlock: bool = False, passphrase_stdin: bool = False) -> Instance:
+def open_instance(unlock: bool = False, passphrase_stdin: bool = False, check: str | None = None) -> Instance:
+    """The instance from the environment. `check`: "secrets" or "keystore" refuses to go on when
+    this machine's instance folder lacks (or differs from) what the database was made with."""
+    from store.instance import FolderMismatch
     instance = Instance(load())
     if not instance.initialised():
         fail(f"no instance at {instance.settings.instance}: run `kesu init` first")
+    if check:
+        try:
+            instance.check_folder(keystore=check == "keystore")
+        except FolderMismatch as exc:
+            fail(str(exc))
     if unlock:
         try:
             instance.unlock(read_passphrase(stdin=passphrase_stdin))

@@ -1,4 +1,8 @@
-"""`kesu run`: start every part on this machine, stop them all on Ctrl-C.
+"""`kesu run`: start every part on this machine, keep them up, stop them all on Ctrl-C.
+
+A part that stops (a worker that lost Redis, a crash) is started again with a growing pause;
+the intake is never taken down because something else stopped. Stopping stops the workers,
+the scheduler and the servers first and Redis last, so nothing prints connection tracebacks.
 
 The key passphrase is handed to the children that need it through a pipe, never
 through the environment or a file; the intake server never gets it.
@@ -16,7 +20,10 @@ import click
 from cli.common import warn_missing_contact
 from crypto.keys import WrongPassphrase
 from store.config import load
-from store.instance import Instance
+from store.instance import FolderMismatch, Instance
+
+RESTART_MAX_S = 60.0        # the longest pause before a stopped child is started again
+RESTART_RESET_S = 60.0      # a child that ran this long starts over with a short pause
 
 
 def _fail(message):
@@ -80,6 +87,8 @@ def run_all(read_passphrase):
         instance.init(passphrase)        # idempotent: applies migrations, checks the passphrase
     except WrongPassphrase:
         _fail("wrong key passphrase")
+    except FolderMismatch as exc:
+        _fail(str(exc))
     warn_missing_contact(settings)
     for host, port, what in ((settings.intake_host, settings.intake_port, "intake"),
                              (settings.backoffice_host, settings.backoffice_port, "back office")):
@@ -92,7 +101,9 @@ def run_all(read_passphrase):
     env.pop("KESU_KEY_PASSPHRASE", None)
     kesu = [sys.executable, "-m", "cli"]
 
-    def spawn(args, with_key):
+    children: list[dict] = []      # what to start again when it stops: args, key, process, back-off
+
+    def launch(args, with_key):
         p = subprocess.Popen(kesu + args + (["--passphrase-stdin"] if with_key else []), env=env,
                              stdin=subprocess.PIPE if with_key else subprocess.DEVNULL, start_new_session=True)
         if with_key:
@@ -100,6 +111,43 @@ def run_all(read_passphrase):
             p.stdin.close()
         procs.append(p)
         return p
+
+    def spawn(args, with_key):
+        p = launch(args, with_key)
+        children.append({"args": args, "key": with_key, "proc": p, "started": time.monotonic(),
+                         "pause": 1.0, "again_at": None})
+        return p
+
+    def keep_up():
+        """A child that stopped is started again after a pause that doubles while it keeps
+        stopping (up to RESTART_MAX_S), so one broken part never takes the intake down with it."""
+        if stopping:
+            return
+        now = time.monotonic()
+        for child in children:
+            p = child["proc"]
+            if p.poll() is None:
+                if now - child["started"] > RESTART_RESET_S:
+                    child["pause"] = 1.0
+                continue
+            if child["again_at"] is None:
+                child["again_at"] = now + child["pause"]
+                click.secho(f"kesu: `kesu {' '.join(child['args'])}` stopped (exit {p.returncode}); "
+                            f"starting it again in {child['pause']:.0f} s", fg="yellow", err=True)
+                child["pause"] = min(RESTART_MAX_S, child["pause"] * 2)
+            elif now >= child["again_at"]:
+                procs.remove(p)
+                child.update(proc=launch(child["args"], child["key"]), started=now, again_at=None)
+
+    def keep_redis_up():
+        nonlocal redis_proc
+        if not stopping and redis_proc is not None and redis_proc.poll() is not None:
+            click.secho(f"kesu: redis-server stopped (exit {redis_proc.returncode}); starting it again "
+                        "(the database keeps every job; the sweep sends their wake-ups again)", fg="yellow", err=True)
+            procs.remove(redis_proc)
+            redis_proc = _start_redis(settings)
+            procs.insert(0, redis_proc)
+            _wait_for(lambda: settings.redis_socket.exists(), 20, "redis-server", [redis_proc])
 
     stopping = False
     redis_proc = None
@@ -145,9 +193,8 @@ def run_all(read_passphrase):
         click.echo(f"kesu: back office http://{settings.backoffice_host}:{settings.backoffice_port}/", err=True)
         click.echo("kesu: press Ctrl-C to stop", err=True)
         while True:
-            for p in procs:
-                if p.poll() is not None:
-                    raise RuntimeError(f"a kesu process stopped (exit {p.returncode}); see the log above")
+            keep_redis_up()
+            keep_up()
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass

@@ -7,7 +7,7 @@ import click
 from cli.common import fail, open_instance, read_passphrase, warn_missing_contact
 from crypto.keys import WrongPassphrase
 from store.config import load
-from store.instance import Instance
+from store.instance import FolderMismatch, Instance
 
 
 @click.command()
@@ -19,6 +19,8 @@ def init():
         key_id = instance.init(read_passphrase(confirm=fresh))
     except WrongPassphrase as exc:
         fail(f"{exc} (the instance exists; give the passphrase it was created with)")
+    except FolderMismatch as exc:
+        fail(str(exc))
     click.echo(f"{'created' if fresh else 'up to date'}: {instance.settings.instance} (intake key {key_id})", err=True)
     warn_missing_contact(instance.settings)
 
@@ -31,11 +33,11 @@ def serve(which, passphrase_stdin):
     from waitress import serve as waitress_serve
     if which == "intake":
         from intake import create_app
-        instance = open_instance()
+        instance = open_instance(check="secrets")
         host, port = instance.settings.intake_host, instance.settings.intake_port
     else:
         from backoffice import create_app
-        instance = open_instance(unlock=True, passphrase_stdin=passphrase_stdin)
+        instance = open_instance(unlock=True, passphrase_stdin=passphrase_stdin, check="keystore")
         host, port = instance.settings.backoffice_host, instance.settings.backoffice_port
     # trusted_proxy is unset: waitress never rewrites or logs client addresses.
     waitress_serve(create_app(instance), host=host, port=port, threads=8, ident="kesu", _quiet=True)
@@ -47,26 +49,24 @@ def serve(which, passphrase_stdin):
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
 def worker(queues, passphrase_stdin, burst):
     """One RQ worker. The `match` queue runs in a non-forking worker so its index stays in memory."""
-    from rq import SimpleWorker, Worker
-
     from workers.system import context
-    from workers.system.queue import connection
-    instance = open_instance(unlock=True, passphrase_stdin=passphrase_stdin)
-    context.set_instance(instance)
+    from workers.system.queue import connection, work_until_stopped
     names = [q.strip() for q in queues.split(",") if q.strip()]
+    # Crawl workers open no case: they need the server secrets, never the key store.
+    instance = open_instance(unlock=True, passphrase_stdin=passphrase_stdin,
+                             check="secrets" if set(names) <= {"crawl"} else "keystore")
+    context.set_instance(instance)
     if "crawl" in names:
         from workers.capture.chromium import sandbox_plan
         plan = sandbox_plan()
         if not plan["sandbox"]:        # said loudly at start; the health page says it too
             click.secho(f"kesu: WARNING: the crawler's Chromium has NO SANDBOX here: {plan['why']}", fg="red",
                         bold=True, err=True)
-    cls = SimpleWorker if "match" in names else Worker
     try:
-        conn = connection(instance.settings)
-        conn.ping()
+        connection(instance.settings).ping()
     except Exception as exc:
         fail(f"cannot reach Redis ({exc}); is `kesu run` or KESU_REDIS_URL's server up?")
-    cls(names, connection=conn).work(burst=burst, with_scheduler=False, logging_level="INFO")
+    work_until_stopped(instance.settings, names, burst=burst)
 
 
 @click.command()
@@ -74,7 +74,7 @@ def worker(queues, passphrase_stdin, burst):
 def scheduler(once):
     """Move due schedules from the database into the queues."""
     from workers.system import schedule
-    instance = open_instance()
+    instance = open_instance(check="secrets")
     schedule.loop(instance, once=once)
 
 

@@ -59,3 +59,56 @@ class BlobStore:
 
     def delete(self, name: str) -> None:
         self.path(name).unlink(missing_ok=True)
+
+
+class DatabaseBlobStore(BlobStore):
+    """The same blobs (same names, same ciphertext) in the database's `blobs` table, for machines
+    that share nothing but the database. `put(..., session=s)` writes inside the caller's
+    transaction, so a blob and the row that names it commit together or not at all."""
+
+    def __init__(self, database_url: str, name_key: bytes):
+        super().__init__(Path("/nonexistent"), name_key)
+        self._url = database_url
+
+    def path(self, name: str) -> Path:
+        raise RuntimeError("blobs live in the database here, not in files")
+
+    def _session(self, session):
+        from contextlib import nullcontext
+
+        from .db import session_scope
+        return nullcontext(session) if session is not None else session_scope(self._url)
+
+    def put(self, data_key: bytes, plaintext: bytes, session=None) -> str:
+        from .models import BlobRow
+        name = self.name_for(data_key, plaintext)
+        out = io.BytesIO()
+        envelope.encrypt_stream(data_key, io.BytesIO(plaintext), out, aad=name.encode())
+        with self._session(session) as s:
+            if s.get(BlobRow, name) is None:
+                s.add(BlobRow(name=name, data=out.getvalue()))
+                s.flush()
+        return name
+
+    def get(self, data_key: bytes, name: str) -> bytes:
+        from .models import BlobRow
+        with self._session(None) as s:
+            row = s.get(BlobRow, name)
+            if row is None:
+                raise FileNotFoundError(f"no blob {name[:12]}… in the database")
+            data = bytes(row.data)
+        out = io.BytesIO()
+        envelope.decrypt_stream(data_key, io.BytesIO(data), out, aad=name.encode())
+        return out.getvalue()
+
+    def exists(self, name: str) -> bool:
+        from .models import BlobRow
+        with self._session(None) as s:
+            return s.get(BlobRow, name) is not None
+
+    def delete(self, name: str, session=None) -> None:
+        from sqlalchemy import delete
+
+        from .models import BlobRow
+        with self._session(session) as s:
+            s.execute(delete(BlobRow).where(BlobRow.name == name))

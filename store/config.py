@@ -71,6 +71,8 @@ class Settings:
     retention_log_days: int = 30
     retention_continuation_days: int = 365    # the yearly "shall we go on?" question
     retention_answer_days: int = 30           # no answer: on hold (nothing deleted)
+    keystore: str = ""                       # empty: <instance>/keystore
+    blob_store: str = ""                     # database | folder; empty: database on PostgreSQL, else folder
     job_lease_seconds: int = 60               # a claimed job renews its lease; a killed one is retried after it
     job_max_attempts: int = 5                 # then the job stops and the health page shows its error
     job_retry_seconds: int = 30               # delay before the 2nd attempt, doubling after each failure
@@ -86,11 +88,20 @@ class Settings:
 
     @property
     def keystore_dir(self) -> Path:
-        return self.instance / "keystore"
+        """The case keys: apart from the database; on several machines, one shared folder."""
+        return Path(self.keystore) if self.keystore else self.instance / "keystore"
 
     @property
     def blob_dir(self) -> Path:
         return self.instance / "blobs"
+
+    @property
+    def blobs_in_database(self) -> bool:
+        """Evidence blobs in the database (the default on PostgreSQL, so every machine reads what
+        another wrote), or in the instance folder (the single-machine default on SQLite)."""
+        if self.blob_store:
+            return self.blob_store == "database"
+        return self.database_url.startswith("postgresql")
 
     @property
     def secrets_dir(self) -> Path:

@@ -2,9 +2,11 @@
 
 Both apps, the workers and the command line reach the data through this object.
 """
+import hashlib
 import json
 import logging
 import os
+import secrets as _random
 from contextlib import contextmanager
 from functools import cached_property
 
@@ -15,10 +17,10 @@ from crypto import keys as orgkeys
 from crypto.sealing import seal, unseal
 
 from . import db
-from .blobs import BlobStore
+from .blobs import BlobStore, DatabaseBlobStore
 from .config import Settings, load
 from .keystore import KeyStore
-from .models import OrgKey
+from .models import InstanceMark, OrgKey
 
 log = logging.getLogger("kesu.instance")
 
@@ -70,6 +72,18 @@ class NotInitialised(RuntimeError):
     pass
 
 
+class FolderMismatch(RuntimeError):
+    """This machine's instance folder is not the one the database was made with."""
+
+
+SECRETS = ("pepper", "names", "session", "totp")
+KEYSTORE_ID = "keystore.id"        # in the key store folder: which key store this is
+
+
+def fingerprint(data: bytes) -> str:
+    return hashlib.sha256(b"kesu instance mark\0" + data).hexdigest()
+
+
 class Instance:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or load()
@@ -93,7 +107,65 @@ class Instance:
 
     @cached_property
     def blobs(self) -> BlobStore:
+        if self.settings.blobs_in_database:
+            return DatabaseBlobStore(self.settings.database_url, self.settings.secret("names"))
         return BlobStore(self.settings.blob_dir, self.settings.secret("names"))
+
+    # --- what lives beside the database ------------------------------------------
+    def _keystore_id(self, create: bool = False) -> bytes | None:
+        path = self.settings.keystore_dir / KEYSTORE_ID
+        if not path.exists() and create:
+            self.settings.keystore_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(_random.token_bytes(32))
+        return path.read_bytes() if path.exists() else None
+
+    def _folder_items(self, keystore: bool) -> dict[str, tuple]:
+        """name -> (path, bytes or None) of what this machine's folder holds."""
+        items = {}
+        for name in SECRETS:
+            path = self.settings.secrets_dir / name
+            items[f"secret:{name}"] = (path, path.read_bytes() if path.exists() else None)
+        if keystore:
+            path = self.settings.keystore_dir / KEYSTORE_ID
+            items["keystore"] = (path, self._keystore_id())
+        return items
+
+    def mark(self) -> None:
+        """Record the fingerprints of this folder's secrets and key store (first machine only:
+        a fingerprint already recorded is never replaced)."""
+        with self.session() as s:
+            have = set(s.execute(select(InstanceMark.name)).scalars())
+            for name, (_path, data) in self._folder_items(keystore=True).items():
+                if name not in have and data is not None:
+                    s.add(InstanceMark(name=name, fingerprint=fingerprint(data)))
+
+    def check_folder(self, keystore: bool = True) -> None:
+        """Refuse, naming each item, when this machine's instance folder lacks or differs from
+        what the database was made with (a second machine joining must be given copies, or the
+        shared key store, and never makes its own). A database from before the marks existed
+        records this folder's now."""
+        with self.session() as s:
+            marks = dict(s.execute(select(InstanceMark.name, InstanceMark.fingerprint)).all())
+        if not marks:
+            self.mark()
+            return
+        problems = []
+        for name, (path, data) in self._folder_items(keystore).items():
+            want = marks.get(name)
+            if want is None:
+                continue
+            if data is None:
+                problems.append(f"{path} is missing")
+            elif fingerprint(data) != want:
+                problems.append(f"{path} is not the one this database was made with")
+        if problems:
+            raise FolderMismatch(
+                "this machine's instance folder does not belong to the database "
+                f"{self.describe()['database']}: " + "; ".join(problems) +
+                ". Copy the secrets folder from the first machine (and give workers that open cases the "
+                "shared key store, KESU_KEYSTORE); kesu never makes new ones for an existing database.")
 
     # --- org keys ------------------------------------------------------------
     def initialised(self) -> bool:
@@ -112,12 +184,18 @@ class Instance:
             existing = s.execute(select(OrgKey).where(OrgKey.active)).scalars().first()
             if existing:
                 orgkeys.unwrap(existing.bundle, passphrase)   # a wrong passphrase fails loudly
-                return existing.key_id
+                key_id = existing.key_id
+        if existing:
+            self.check_folder(keystore=True)                  # joining: never make new secrets here
+            return key_id
+        with self.session() as s:
             generated = orgkeys.generate()
             bundle = orgkeys.wrap(generated, passphrase, *orgkeys.KDF_PROFILES[self.settings.key_kdf])
             s.add(OrgKey(key_id=generated.key_id, bundle=bundle, active=True))
-        for name in ("pepper", "names", "session", "totp"):
+        for name in SECRETS:
             self.settings.secret(name)
+        self._keystore_id(create=True)
+        self.mark()
         self._keys = generated
         self._all = {generated.key_id: generated}
         return generated.key_id

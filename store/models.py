@@ -31,6 +31,25 @@ class OrgKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class InstanceMark(Base):
+    """Fingerprints of what lives beside the database in each machine's instance folder (server
+    secrets, the key store's identity), so a machine with a missing or different copy refuses to
+    start instead of silently making new ones. A fingerprint reveals nothing of its secret."""
+    __tablename__ = "instance_marks"
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class BlobRow(Base):
+    """An evidence blob's ciphertext, when blobs live in the database (PostgreSQL: every machine
+    reads what another wrote, written in the same transaction as the rows that name it)."""
+    __tablename__ = "blobs"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class Case(Base):
     __tablename__ = "cases"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

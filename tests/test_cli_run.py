@@ -81,6 +81,21 @@ def test_run_serves_both_apps_and_stops_cleanly(env):
         children = children_of(proc.pid)
         assert len(children) >= 5                        # redis, 2 workers, scheduler, 2 servers
 
+        # A worker that dies and a Redis that dies are started again; the intake never stops.
+        def cmdline(pid):
+            try:
+                return Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                return b""
+        worker = next(c for c in children if b"default,crawl" in cmdline(c))
+        redis_pid = next(c for c in children if b"redis-server" in cmdline(c))
+        os.kill(worker, signal.SIGKILL)
+        os.kill(redis_pid, signal.SIGKILL)
+        assert wait_until(lambda: any(b"default,crawl" in cmdline(c) for c in children_of(proc.pid) if c != worker), 60)
+        assert wait_until(lambda: any(b"redis-server" in cmdline(c) for c in children_of(proc.pid) if c != redis_pid), 30)
+        assert get(intake + "/api/v1/key")[0] == 200
+        children = children_of(proc.pid)
+
         # A second `kesu run` finds the ports taken and says so.
         second = kesu_cli("run", env={**env, "KESU_KEY_PASSPHRASE": TEST_PASSPHRASE}, timeout=60)
         assert second.returncode != 0 and "is taken" in second.stderr
@@ -89,7 +104,9 @@ def test_run_serves_both_apps_and_stops_cleanly(env):
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
         assert "stopped" in out
-        assert "Traceback" not in out and "Error" not in out, out     # Redis stops after the workers
+        assert "starting it again" in out
+        stopping = out.split("stopping", 1)[1]
+        assert "Traceback" not in stopping and "Error" not in stopping, out     # Redis stops after the workers
         assert wait_until(lambda: not any(_alive(c) for c in children), 15)
         assert not _up(intake) and not _up(office)
         assert not (Path(env["KESU_INSTANCE"]) / "redis.sock").exists()

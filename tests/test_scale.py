@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,263 @@ def test_forking_worker_runs_every_crawl_on_postgres(tmp_path, pg_url, redis_url
             [("done", None)] * 3
         assert s.execute(select(func.count()).select_from(Capture)).scalar() == 3
         assert s.execute(select(func.count()).select_from(Media)).scalar() == 3 * IMAGES_PER_PAGE
+
+
+def _kesu_worker(folder, database_url, redis_url, queues="crawl"):
+    return subprocess.run([sys.executable, "-m", "cli", "worker", "--queues", queues, "--burst"], cwd=ROOT,
+                          env=worker_env(folder, database_url, redis_url), capture_output=True, text=True, timeout=120)
+
+
+def test_a_worker_on_an_empty_or_mismatched_folder_refuses_to_start(tmp_path, database_url, redis_url):
+    """A second machine that joins the database must be given the first one's secrets (and, to
+    open cases, its key store): kesu names what is missing instead of making new ones."""
+    import shutil
+    first = make_instance(tmp_path / "a", database_url, redis_url=redis_url)
+    pepper = first.pepper
+
+    empty = _kesu_worker(tmp_path / "b", database_url, redis_url)
+    assert empty.returncode != 0
+    assert str(tmp_path / "b" / "secrets" / "pepper") in empty.stderr and "is missing" in empty.stderr
+    assert not (tmp_path / "b" / "secrets" / "pepper").exists()          # nothing made silently
+
+    other = tmp_path / "c"
+    shutil.copytree(tmp_path / "a" / "secrets", other / "secrets")
+    (other / "secrets" / "pepper").write_bytes(os.urandom(32))           # someone's own pepper
+    mismatched = _kesu_worker(other, database_url, redis_url)
+    assert mismatched.returncode != 0
+    assert "secrets/pepper is not the one this database was made with" in mismatched.stderr
+
+    joined = tmp_path / "d"                                              # secrets copied, no key store
+    shutil.copytree(tmp_path / "a" / "secrets", joined / "secrets")
+    crawler = _kesu_worker(joined, database_url, redis_url, "crawl")
+    assert crawler.returncode == 0, crawler.stderr[-2000:]             # crawl workers need no key store
+    opener = _kesu_worker(joined, database_url, redis_url, "default")
+    assert opener.returncode != 0 and "keystore.id is missing" in opener.stderr
+    with_store = subprocess.run([sys.executable, "-m", "cli", "worker", "--queues", "default", "--burst"], cwd=ROOT,
+                                env=worker_env(joined, database_url, redis_url,
+                                               KESU_KEYSTORE=str(tmp_path / "a" / "keystore")),
+                                capture_output=True, text=True, timeout=120)
+    assert with_store.returncode == 0, with_store.stderr[-2000:]       # the shared key store: accepted
+    assert first.pepper == pepper
+
+
+# --- two machines, one database, faults on the way ------------------------------------------------
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_redis(port: int, folder: Path) -> subprocess.Popen:
+    import redis
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(folder)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    conn = redis.Redis(port=port)
+    assert _until(lambda: _pings(conn), 20), "redis-server did not start"
+    return proc
+
+
+def _pings(conn) -> bool:
+    try:
+        return conn.ping()
+    except Exception:
+        return False
+
+
+def _until(check, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _marked(marker: str) -> list[int]:
+    """Processes alive with `marker` in their environment (ours and everything they started)."""
+    out = []
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker.encode() in env.read_bytes() and not Path(env.parent, "stat").read_text().split(") ")[1].startswith("Z"):
+                out.append(int(env.parent.name))
+        except (OSError, IndexError):
+            continue
+    return out
+
+
+@needs_postgres
+@pytest.mark.browser
+def test_two_machines_survive_a_killed_worker_and_a_redis_restart(tmp_path, pg_url):
+    """Ten crawls handed to crawl workers on two "machines" (two instance folders, one PostgreSQL,
+    one Redis, blobs in the database, the key store shared); one worker is killed in the middle of
+    a job and Redis restarts mid-run. Afterwards every crawl is done exactly once, every
+    submission is taken in, no row is stuck, no browser is left, and the intake answered throughout."""
+    import json
+    import shutil
+    import signal
+    import threading
+    import urllib.request
+    import uuid
+
+    import redis
+    from rq import Worker
+    from sqlalchemy import func, select
+
+    from crypto.sealing import b64, seal, unb64
+    from store.models import Capture, Case, CrawlJob, JobRun, Media, Submission
+    from workers import jobs
+    from workers.capture.crawl import create_job
+
+    port = _free_port()
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    redis_proc = _start_redis(port, tmp_path)
+    site = tmp_path / "site"
+    pages = build_pages(site, 10)
+    base, stop_site = serve_site(site)
+    a = make_instance(tmp_path / "a", pg_url, redis_url=redis_url, **CRAWL)
+    assert a.settings.blobs_in_database
+    shutil.copytree(tmp_path / "a" / "secrets", tmp_path / "b" / "secrets")     # machine B: the secrets only
+    marker = f"kesu-scale-{uuid.uuid4().hex}"
+    intake_port = _free_port()
+    common = dict(KESU_TEST_MARK=marker, KESU_JOB_LEASE_SECONDS=4, KESU_INTAKE_PORT=intake_port)
+    env_a = worker_env(tmp_path / "a", pg_url, redis_url, **common)
+    env_b = worker_env(tmp_path / "b", pg_url, redis_url, **common)
+    procs: dict[str, subprocess.Popen] = {}
+
+    def start(name, args, env):
+        procs[name] = subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env,
+                                       stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{name}.log", "ab"),
+                                       start_new_session=True)
+
+    answers, during_outage = [], []
+    stop_posting = threading.Event()
+
+    key_id, public = a.public_key()
+    payload = {"version": 1, "category": "deepfake", "language": "en", "known_urls": [], "contact": None,
+               "consent": {"takedown": True, "hotline": False, "share_hashes": True, "at": "2026-12-07"},
+               "signals": [{"type": "sha256", "hash": "ab" * 32, "item": "p1"}],
+               "items": [{"item": "p1", "kind": "photo", "label": ""}]}
+
+    def post_case():
+        body = json.dumps({"key_id": key_id, "sealed": b64(seal(unb64(public), json.dumps(payload).encode()))})
+        req = urllib.request.Request(f"http://127.0.0.1:{intake_port}/api/v1/cases", data=body.encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                answers.append(r.status)
+        except urllib.error.HTTPError as e:
+            answers.append(e.code)
+        except OSError as e:
+            answers.append(repr(e))
+        return answers[-1]
+
+    def post_cases():
+        while not stop_posting.is_set():
+            post_case()
+            stop_posting.wait(2.5)
+
+    poster = threading.Thread(target=post_cases, daemon=True)
+    try:
+        start("intake", ["serve", "intake"], env_a)
+        start("scheduler", ["scheduler"], env_a)
+        start("opener", ["worker", "--queues", "default,match"], env_a)
+        start("crawler-a", ["worker", "--queues", "crawl"], env_a)
+        start("crawler-b", ["worker", "--queues", "crawl"], env_b)
+        conn = redis.Redis.from_url(redis_url)
+        assert _until(lambda: len(Worker.all(connection=conn)) == 3, 60), "workers did not register"
+        assert _until(lambda: _pings_http(f"http://127.0.0.1:{intake_port}/api/v1/key"), 60)
+        poster.start()
+        ids = [create_job(a, f"{base}/{p}", depth=0) for p in pages]
+        for job_id in ids:
+            assert jobs.enqueue(a.settings, "crawl", job_id)
+
+        # machine B dies in the middle of a crawl (the worker, its work horse and its browser)
+        def b_holds_a_crawl():        # B's work horse has claimed the run it was woken for
+            current = {w.get_current_job_id() for w in Worker.all(connection=conn) if w.pid == procs["crawler-b"].pid}
+            with a.session() as s:
+                return bool(current - {None}) and s.execute(select(JobRun.id).where(
+                    JobRun.state == "running", JobRun.wake_id.in_(current - {None}))).first() is not None
+        assert _until(b_holds_a_crawl, 60), "machine B never took a crawl"
+        for pid in _tree(procs["crawler-b"].pid):      # RQ's work horse has a session of its own
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        procs["crawler-b"].wait(10)
+        start("crawler-b", ["worker", "--queues", "crawl"], env_b)          # the machine comes back
+
+        # Redis restarts (no persistence: every queued wake-up is lost)
+        redis_proc.kill()
+        redis_proc.wait(10)
+        during_outage.append(post_case())       # a victim registers while the queue is down
+        time.sleep(3)                   # the outage itself (the fault injected), not a wait for a condition
+        redis_proc = _start_redis(port, tmp_path)
+
+        def settled():
+            with a.session() as s:
+                crawls = s.execute(select(CrawlJob.status)).scalars().all()
+                waiting = s.execute(select(func.count()).select_from(Submission)).scalar()
+                moving = s.execute(select(func.count()).select_from(JobRun)
+                                   .where(JobRun.state.in_(("queued", "running")))).scalar()
+            return crawls.count("done") == len(ids) and not waiting and not moving
+        assert _until(settled, 150), _logs(tmp_path)
+        stop_posting.set()
+        poster.join(15)
+        assert _until(settled, 60), _logs(tmp_path)       # the last submissions too
+    finally:
+        stop_posting.set()
+        for name in ("crawler-a", "crawler-b", "opener", "scheduler", "intake"):
+            if name in procs and procs[name].poll() is None:
+                procs[name].terminate()
+        for p in procs.values():
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        redis_proc.kill()
+        stop_site()
+    assert _until(lambda: not _marked(marker), 20), f"left running: {_marked(marker)}"   # no browser left
+
+    assert answers and all(x == 201 for x in answers), answers
+    assert during_outage and all(x == 201 for x in during_outage)
+    with a.session() as s:
+        assert s.execute(select(func.count()).select_from(Case)).scalar() == len(answers)
+        per_job = dict(s.execute(select(Capture.job_id, func.count()).group_by(Capture.job_id)).all())
+        assert per_job == {job_id: 1 for job_id in ids}                          # one capture per page
+        assert s.execute(select(func.count()).select_from(Media)).scalar() == len(ids) * IMAGES_PER_PAGE
+        runs = s.execute(select(JobRun.name, JobRun.state, JobRun.attempts)).all()
+        assert {state for _, state, _ in runs} == {"done"}
+        assert sum(1 for name, _, _ in runs if name == "take_in") == len(answers)
+        assert any(name == "crawl" and attempts > 1 for name, _, attempts in runs)  # B's crawl was taken up again
+
+
+def _tree(root: int) -> list[int]:
+    """`root` and every process below it (the way a machine's crash takes them all)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(p for p, pp in parents.items() if pp == pid)
+    return out
+
+
+def _pings_http(url) -> bool:
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _logs(folder: Path) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in sorted(folder.glob("*.log")))

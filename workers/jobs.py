@@ -5,7 +5,7 @@ use this one table). Targets are dotted strings, so the intake can hand work on 
 importing the code that runs it. Arguments are internal ids, never signals (DESIGN.md §3).
 A tracked job's work is a database row first (a JobRun, workers.system.runs): `enqueue` writes
 it, then sends the wake-up; when Redis cannot be reached it says so and the row waits for the
-scheduler's sweep. RQ runs a tracked job through `workers.system.runs.run`, which claims the row
+scheduler's sweep. RQ runs a tracked job through `workers.system.deliver.run`, which claims the row
 (lease, attempt) before calling the function named here. Untracked jobs are recurring (their
 Schedule row is the truth) or matcher wake-ups that the matcher's own refresh makes good.
 """

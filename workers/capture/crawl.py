@@ -361,8 +361,10 @@ def write_page(instance, keys: Keys, job_id, case_id, operator, result, links, m
 
     captured_at = result.captured_at.astimezone(timezone.utc).replace(tzinfo=None)
     capture_id = None
-    # 3. blobs: announced first (pending), then written, then the capture completed
-    if blobs:
+    # 3. blobs: in the database, inside the transaction of the capture's rows; in files, announced
+    #    first (pending), then written, then the capture completed
+    in_db = instance.settings.blobs_in_database
+    if blobs and not in_db:
         with instance.session() as s:
             row = Capture(job_id=job_id, url=result.url, final_url=result.final_url or "", status="pending",
                           captured_at=captured_at, data_key=None, evidence={"pending": sorted(blobs)})
@@ -374,6 +376,9 @@ def write_page(instance, keys: Keys, job_id, case_id, operator, result, links, m
             assert written == name
     n_matches = 0
     with instance.session() as s:
+        if blobs and in_db:
+            for name, data in blobs.items():
+                assert instance.blobs.put(data_key, data, session=s) == name
         row = s.get(Capture, capture_id) if capture_id else Capture(job_id=job_id, url=result.url)
         row.final_url = result.final_url or ""
         row.status = result.status

@@ -189,13 +189,6 @@ def run_claimed(instance, name: str, ref, call) -> dict:
     return result
 
 
-def run(name: str, *args):
-    """What RQ calls for every tracked job: claim its row, then run the registered function."""
-    from workers.system import context
-    fn = target(name)
-    return run_claimed(context.instance(), name, args[0], lambda: fn(*args))
-
-
 # --- the sweep -----------------------------------------------------------------------------------------
 
 def _backfill(session, now) -> int:
@@ -208,7 +201,7 @@ def _backfill(session, now) -> int:
         if ("take_in", str(sid)) not in have:
             request(session, "take_in", str(sid), now=now)
             n += 1
-    for jid in session.execute(select(CrawlJob.id).where(CrawlJob.status == "queued",
+    for jid in session.execute(select(CrawlJob.id).where(CrawlJob.status == "queued", CrawlJob.requested_by != "patrol",
                                                          CrawlJob.created_at < now - BACKFILL_AFTER)).scalars():
         if ("crawl", str(jid)) not in have:
             request(session, "crawl", str(jid), now=now)
@@ -233,7 +226,7 @@ def wake(settings, row: JobRun, conn) -> str:
     job = JOBS[row.name]
     wake_id = f"{row.name}-{row.ref}-{row.attempts}-{uuid.uuid4().hex[:8]}"[:100]
     options = {**job.options, **(row.options or {})}
-    queue(settings, job.queue, conn).enqueue("workers.system.runs.run", row.name, _arg(row.name, row.ref),
+    queue(settings, job.queue, conn).enqueue("workers.system.deliver.run", row.name, _arg(row.name, row.ref),
                                              job_id=wake_id, description=f"{row.name}({row.ref})", **options)
     return wake_id
 
