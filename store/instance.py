@@ -163,7 +163,7 @@ class Instance:
         if problems:
             raise FolderMismatch(
                 "this machine's instance folder does not belong to the database "
-                f"{self.describe()['database']}: " + "; ".join(problems) +
+                f"{self.settings.database_url.split('@')[-1]}: " + "; ".join(problems) +
                 ". Copy the secrets folder from the first machine (and give workers that open cases the "
                 "shared key store, KESU_KEYSTORE); kesu never makes new ones for an existing database.")
 
