@@ -114,8 +114,14 @@ def decode_qr(png: bytes) -> str:
     import cv2
     import numpy as np
     image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if image is None:                 # not a whole PNG (yet)
+        return ""
     text, _points, _ = cv2.QRCodeDetector().detectAndDecode(image)
     return text
+
+
+def cards_named(folder) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.png"))
 
 
 def leaving_links(d) -> list:
@@ -188,8 +194,13 @@ def test_the_qr_code_and_the_saved_picture_hold_the_receipt(portal, phone):
     click(d, d.find_element(By.ID, "save-card"))
     wait_for(d, "!document.querySelector('#card-note').hidden", 20)
     from selenium.webdriver.support.ui import WebDriverWait
-    card = WebDriverWait(d, 20).until(lambda _d: [p for p in d.download_dir.glob("*.png")])[0]
-    assert number in decode_qr(card.read_bytes())
+    def card_text(_d):           # the download is complete once Chromium renamed it
+        cards = [p for p in d.download_dir.glob("*.png")]
+        if not cards or list(d.download_dir.glob("*.crdownload")):
+            return None
+        return decode_qr(cards[0].read_bytes()) or None
+    text = WebDriverWait(d, 20).until(card_text)
+    assert cards_named(d.download_dir) == ["receipt.png"] and number in text
     assert len(portal.recorder.requests) == requests_before
     check_state(d, "card-saved", "ja", show="#card-note")
 
@@ -269,6 +280,11 @@ def test_without_javascript_a_person_the_reason_and_the_quick_exit_remain(portal
                     screenshot(d, "phone-no-javascript-ja.png")
             d.find_element(By.ID, "exit").click()
             wait_for(d, "location.pathname === '/left-quickly'", 10)
+        # The status form does nothing without JavaScript: what she typed stays (no reload).
+        d.get(portal.url + "/status?lang=ja")
+        d.find_element(By.ID, "case-number").send_keys("123456789012")
+        d.find_element(By.ID, "check").click()
+        assert d.find_element(By.ID, "case-number").get_attribute("value") == "123456789012"
         # An error page offers the same person.
         d.get(portal.url + "/no-such-page?lang=ja")
         assert "03-0000-0000" in d.find_element(By.TAG_NAME, "body").text

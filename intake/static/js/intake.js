@@ -2,9 +2,10 @@
 // sent, seal it to the organisation's key and send only the sealed box.
 //
 // Photos and selfies are decoded and measured in a Web Worker (signals-worker.js); videos
-// need a <video> element, so video.js samples their frames here, one frame at a time,
-// awaiting between frames so the page stays responsive. Nothing is stored in the browser:
-// no cookies, no localStorage, no history entries (links use location.replace).
+// need a <video> element, so video.js seeks and reads their frames here, and the worker
+// hashes the bytes and each frame, so the page stays responsive. Nothing is stored in the
+// browser but the HTTP cache of our static files: no cookies, no localStorage, no history
+// entries (links use location.replace).
 import { fetchFaceTool } from './facetool.js';
 import { guard as receiptGuard, showReceipt } from './receipt.js';
 import { seal, toBase64 } from './seal.js';

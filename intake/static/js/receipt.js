@@ -137,7 +137,7 @@ async function saveCard(receipt, t) {
   const canvas = await drawCard(receipt, t);
   const blob = await new Promise((resolve) => canvas.toBlob(resolve, 'image/png'));
   const url = URL.createObjectURL(blob);
-  const a = Object.assign(document.createElement('a'), { href: url, download: `receipt-${receipt.number.slice(-4)}.png` });
+  const a = Object.assign(document.createElement('a'), { href: url, download: 'receipt.png' });
   document.body.append(a);
   a.click();
   a.remove();

@@ -144,6 +144,12 @@ async function withdraw() {
 setupPage();
 $('#status').setAttribute('tabindex', '-1');
 $('#check-form').addEventListener('submit', (e) => { e.preventDefault(); check(); });
+$('#check').addEventListener('click', check);
+for (const id of ['#case-number', '#passphrase']) {      // Enter checks, as a submit button would
+  $(id).addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.isComposing) { e.preventDefault(); check(); }
+  });
+}
 $('#add-more').addEventListener('click', () => {
   $('#add-area').hidden = false;
   $('#add-area select, #add-area input').focus();
