@@ -148,3 +148,37 @@ def test_contact_lookups_go_through_the_guard(probe):
         contacts.http_fetch(f"http://{probe.netloc}/.well-known/security.txt")
     found = contacts.find_contacts(probe.netloc.replace("127.0.0.1", "localhost"), resolve=lambda host: "127.0.0.1")
     assert found == {} and probe.seen == []
+
+
+def test_a_server_dripping_bytes_cannot_hold_a_fetch():
+    """Each read has `timeout`; the whole request TOTAL_TIMEOUTS of them (a re-check or a patrol
+    probe would otherwise wait on a hostile server for ever)."""
+    import time
+
+    from workers.net import fetch as fetch_module
+
+    stop = threading.Event()
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+
+    def drip():
+        conn, _ = server.accept()
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+        while not stop.wait(0.1):
+            try:
+                conn.sendall(b"x")
+            except OSError:
+                break
+        conn.close()
+
+    threading.Thread(target=drip, daemon=True).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(FetchError, match="too long"):
+            Fetcher(allow_private=True).get(f"http://127.0.0.1:{server.getsockname()[1]}/", timeout=0.5)
+    finally:
+        stop.set()
+        server.close()
+    assert time.monotonic() - started < fetch_module.TOTAL_TIMEOUTS * 0.5 + 1.5

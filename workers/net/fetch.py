@@ -19,6 +19,7 @@ import http.client
 import os
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
@@ -26,6 +27,7 @@ from workers.net.addresses import resolve
 from workers.net.guard import REFUSED_REASON, Guard
 
 USER_AGENT = "kesu/1 (+takedown follow-up)"
+TOTAL_TIMEOUTS = 4                   # a whole request may take this many `timeout`s (each read: one)
 REDIRECTS = (301, 302, 303, 307, 308)
 
 
@@ -92,6 +94,7 @@ class Fetcher:
             url = target
 
     def _once(self, url: str, headers: dict, max_bytes: int, timeout: float) -> Response:
+        deadline = time.monotonic() + TOTAL_TIMEOUTS * timeout     # a server dripping bytes cannot hold a job
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise FetchError(f"not an http(s) URL: {parts.scheme or '?'}")
@@ -114,7 +117,7 @@ class Fetcher:
                 raise Refused(resp.read(2000).decode("utf-8", "replace").removeprefix(REFUSED_REASON + ": "))
             if resp.getheader("X-Kesu-Guard") == "unreachable":
                 raise FetchError(resp.read(2000).decode("utf-8", "replace"))
-            body = resp.read(max_bytes + 1)
+            body = _read_within(resp, max_bytes + 1, deadline)
             head = 15 + sum(len(k) + len(v) + 4 for k, v in resp.getheaders())
             return Response(resp.status, body[:max_bytes], url, truncated=len(body) > max_bytes,
                             headers=dict(resp.getheaders()), wire_bytes=head + len(body))
@@ -127,3 +130,16 @@ class Fetcher:
             raise FetchError(f"{type(exc).__name__}: {text[:200]}") from exc
         finally:
             conn.close()
+
+
+def _read_within(resp, limit: int, deadline: float) -> bytes:
+    chunks, size = [], 0
+    while size < limit:
+        if time.monotonic() > deadline:
+            raise FetchError("the body took too long to arrive")
+        chunk = resp.read1(min(65536, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
