@@ -99,6 +99,9 @@ def item(takedown_id):
         preview, refused = None, None
         try:
             preview = notify.render(instance, s, td, chosen, lang)
+        except notify.MissingSettings as exc:
+            refused = _("Notices are refused until these settings are set: %(names)s.",
+                        names=", ".join(f"KESU_{m.upper()}" for m in exc.missing))
         except notify.RouteRefused as exc:
             refused = str(exc)
         notices = s.execute(select(Notice).where(Notice.takedown_id == td.id, Notice.channel != "victim")

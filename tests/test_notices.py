@@ -190,3 +190,12 @@ def test_a_notice_without_a_required_setting_is_refused_naming_it(tmp_path):
     td = make_takedown(inst, make_case(inst), make_domain(inst), "https://example.com/x")
     with pytest.raises(notify.RouteRefused, match=r"postal address \(setting org_address, KESU_ORG_ADDRESS\)"):
         _render(inst, td, "site", "ja")
+
+
+def test_the_takedown_page_says_in_japanese_which_setting_is_missing(tmp_path):
+    from conftest import make_instance, staff_client
+    inst = make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'kesu.db'}",
+                         **{k: v for k, v in ORG.items() if k != "org_responsible"})
+    td = make_takedown(inst, make_case(inst), make_domain(inst), "https://example.com/x")
+    page = staff_client(inst).get(f"/takedowns/{td}?lang=ja").get_data(as_text=True)
+    assert "次の設定が入るまで通知は作成できません: KESU_ORG_RESPONSIBLE。" in page and 'id="send-form"' not in page

@@ -95,6 +95,14 @@ class RouteRefused(ValueError):
     """A route that must not be used (a minor's case to a site) or has no notice (lawyer)."""
 
 
+class MissingSettings(RouteRefused):
+    """A notice refused because the instance lacks what every notice must carry (REQUIRED_FIELDS)."""
+
+    def __init__(self, missing: list[str], message: str):
+        super().__init__(message)
+        self.missing = missing
+
+
 def deadline_days(category: str | None) -> int:
     return 2 if category in TWO_DAY_RULE else 7
 
@@ -205,7 +213,8 @@ def render(instance, session, takedown: Takedown, route: str, language: str) -> 
     missing = missing_fields(instance.settings, category, route)
     if missing:
         needs = required_fields(category, route)
-        raise RouteRefused("a notice needs " + "; ".join(f"{needs[m]} (setting {m}, KESU_{m.upper()})" for m in missing))
+        raise MissingSettings(missing, "a notice needs " + "; ".join(
+            f"{needs[m]} (setting {m}, KESU_{m.upper()})" for m in missing))
     context = context_for(instance, session, takedown, route)
     context["rights"] = rights_text(category, language)
     text = _env.get_template(name).render(**context)
