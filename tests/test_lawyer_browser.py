@@ -92,6 +92,9 @@ def test_lawyer_walks_every_link_to_a_verified_evidence_pdf(chromium, lawyer_sit
     out.write_bytes(pdf)
     env = {"KESU_INSTANCE": str(instance.settings.instance), "KESU_DATABASE_URL": instance.settings.database_url,
            "KESU_KEY_PASSPHRASE": TEST_PASSPHRASE}
+    import subprocess
+    text = subprocess.run(["pdftotext", "-raw", str(out), "-"], capture_output=True, text=True, check=True).stdout
+    assert "lawyer@example.org" in text and "staff:" not in text          # people by name, not staff:N
     ok = kesu_cli("evidence", "verify", str(out), env=env)
     assert ok.returncode == 0 and "OK:" in ok.stdout, (ok.stdout, ok.stderr)
     changed = tmp_path / "changed.pdf"
