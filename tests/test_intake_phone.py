@@ -95,9 +95,14 @@ def check_state(d, name, lang, show=None):
         screenshot(d, f"phone-{name}-ja.png")
 
 
-def register(d, portal, lang, files=()):
-    """A case with a web address (and files, if given); returns (number, passphrase)."""
+def register(d, portal, lang, files=(), check_states=False):
+    """A case with a web address (and files, if given); returns (number, passphrase).
+    With check_states, the start page, a form error and the review are checked on the way."""
     open_page(d, portal.url + f"/?lang={lang}")
+    if check_states:
+        check_state(d, "start", lang)
+        click(d, d.find_element(By.ID, "review"))
+        check_state(d, "form-error", lang, show="#form-error")
     Select(d.find_element(By.ID, "category")).select_by_value("adult_ncii")
     if files:
         d.find_element(By.ID, "files").send_keys("\n".join(str(f) for f in files))
@@ -105,6 +110,8 @@ def register(d, portal, lang, files=()):
     click(d, d.find_element(By.ID, "consent-takedown"))
     click(d, d.find_element(By.ID, "review"))
     wait_for(d, "!document.querySelector('#submit').disabled", 120)
+    if check_states:
+        check_state(d, "review", lang, show="#review-list")
     click(d, d.find_element(By.ID, "submit"))
     wait_for(d, "document.querySelector('#case-number').textContent.length > 0", 60)
     return d.find_element(By.ID, "case-number").text, d.find_element(By.ID, "passphrase").text
@@ -132,9 +139,11 @@ def leaving_links(d) -> list:
 
 
 @pytest.mark.parametrize("lang", ["ja", "en"])
-def test_the_receipt_asks_before_any_link_leaves_and_the_quick_exit_does_not(portal, phone, lang):
+def test_the_receipt_asks_before_any_link_leaves_and_the_quick_exit_does_not(portal, phone, media, lang):
     d = phone
-    number, passphrase = register(d, portal, lang)
+    # English: the start, a form error and the review are checked here (Japanese: in the review test).
+    number, passphrase = register(d, portal, lang, files=[media["generated.jpg"]] if lang == "en" else (),
+                                  check_states=lang == "en")
     words = passphrase.split("-")
     if lang == "ja":
         assert all(HIRAGANA.match(w) for w in words), passphrase        # her language
@@ -264,6 +273,9 @@ def test_review_hides_her_pictures_until_one_tap_and_status_shows_words(portal, 
         check_state(d, "status-found", lang, show="#case-actions")
         click(d, d.find_element(By.ID, "add-more"))
         check_state(d, "add-more", lang, show="#add-area legend")
+        open_page(d, portal.url + f"/no-such-page?lang={lang}")
+        assert "03-0000-0000" in d.find_element(By.TAG_NAME, "body").text
+        check_state(d, "not-found", lang)
 
 
 def test_without_javascript_a_person_the_reason_and_the_quick_exit_remain(portal, tmp_path):
