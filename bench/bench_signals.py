@@ -1,27 +1,37 @@
 #!/usr/bin/env python3
 """Images per second per core through the whole server-side signal pipeline.
 
-    .venv/bin/python bench/bench_signals.py [--photos 24] [--rounds 2]
+    .venv/bin/python bench/bench_signals.py [--photos 24] [--rounds 2] [--workers 2]
+    .venv/bin/python bench/bench_signals.py --drift 240 [--browser]
 
 What the crawler runs on each image body it captured (workers.signals.media.body_signals): SHA-256
-and MD5 of the bytes, the plain decode (EXIF orientation applied), PDQ of the full image, the
-trimmed one and five thumbnail-shaped centre crops, the eight dihedral turns, and face
-descriptors (dlib HOG on the CPU, the image downscaled first). In one process, so on one core.
+and MD5 of the bytes, a JPEG decode at a reduced DCT scale (images.PDQ_SIDE), PDQ of the full
+image with its 8 dihedral turns (one computation), the trimmed image and the widest centre
+crop, and, with faces, a second decode at the detector's scale (faces.FACE_SIDE), the face
+first pass (MTCNN proposals), HOG where it proposes, and dlib's landmarks and descriptor.
 
 Photos: JPEGs of everyday sizes (0.3 to 12 megapixels): the face-api sample photos (people,
 so the face detector finds and describes faces) and generated pictures (no faces), in turn.
-The baseline, measured in the same run on the same bodies: the decode alone (Pillow,
-workers.signals.images.decode_image). Prints images per second for the pipeline without faces and with
-faces, and each as a ratio to the decode.
+The baseline, measured in the same run on the same bodies: the plain full decode alone (Pillow,
+workers.signals.images.decode_image). Prints images per second for the pipeline without faces
+and with faces, each as a ratio to the decode, the time of each stage, and the rate with 1 and
+with N worker processes (crawl workers sharing one queue) on the same bodies.
+
+--drift N: how far the reduced decode moves PDQ, in bits, from the full-resolution pdqhash on
+N generated and ordinary JPEGs of 1024-4000 px; with --browser also from what the victim's
+browser computes on the same file (photo.js in headless Chromium, scripts/browser_signals.py).
 """
 from __future__ import annotations
 
 import argparse
+import glob
 import io
 import os
 import statistics
 import sys
+import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +39,12 @@ from PIL import Image, ImageDraw, ImageFilter
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from workers.signals.images import decode_image  # noqa: E402
-from workers.signals.media import body_signals  # noqa: E402
+from workers.signals import faces  # noqa: E402
+from workers.signals.images import PDQ_SIDE, decode_image, decode_reduced, pdq_distance, pdq_hash  # noqa: E402
+from workers.signals.media import body_signals, image_pdq  # noqa: E402
 
 SAMPLES = ROOT / "node_modules" / "@vladmandic" / "face-api" / "demo"
+LABELLED = ROOT.parent / "shared" / "data" / "faces-verification"
 MEGAPIXELS = (0.3, 1, 2, 4, 8, 12)
 
 
@@ -68,14 +80,47 @@ def photos(n: int) -> list[tuple[str, bytes]]:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--photos", type=int, default=24)
-    ap.add_argument("--rounds", type=int, default=2)
-    args = ap.parse_args()
+def stages(data: bytes, times: dict) -> None:
+    """The pipeline's steps one by one, each timed (the same calls body_signals makes)."""
+    def timed(name, fn, *a, **kw):
+        t = time.perf_counter()
+        out = fn(*a, **kw)
+        times.setdefault(name, []).append(time.perf_counter() - t)
+        return out
+    img, scale = timed("decode for PDQ", decode_reduced, data, PDQ_SIDE)
+    timed("PDQ variants", image_pdq, img)
+    if scale < 1.0 and max(img.size) < faces.FACE_SIDE:
+        img, scale = timed("decode for faces", decode_reduced, data, faces.FACE_SIDE)
+    rgb = timed("RGB array", faces.to_rgb_array, img)
+    timed("face first pass", faces.face_proposals, rgb)
+    timed("first pass + HOG + descriptors", faces.describe_faces, rgb, scale)
+
+
+def _warm(_=None) -> int:
+    body_signals(photos(1)[0][1])       # load the face models in this process
+    return os.getpid()
+
+
+def _one(args) -> int:
+    data, with_faces = args
+    return len(body_signals(data, faces=with_faces)["faces"])
+
+
+def workers_rate(bodies, n: int, with_faces: bool) -> float:
+    """Images per second with n worker processes sharing the bodies (as n crawl workers share
+    one queue); the models are loaded before the clock starts."""
+    with ProcessPoolExecutor(max_workers=n) as pool:
+        list(pool.map(_warm, range(n)))
+        t = time.perf_counter()
+        list(pool.map(_one, [(data, with_faces) for _, data in bodies], chunksize=1))
+        return len(bodies) / (time.perf_counter() - t)
+
+
+def throughput(args) -> None:
     bodies = photos(args.photos)
-    body_signals(bodies[0][1])                   # load the face models once, outside the timing
+    _warm()
     times = {"decode": [], "signals": [], "signals+faces": []}
+    stage_times: dict[str, list] = {}
     faces_found = 0
     for _ in range(args.rounds):                 # interleaved: all three see the same load
         for _, data in bodies:
@@ -88,15 +133,113 @@ def main() -> int:
             t = time.perf_counter()
             faces_found += len(body_signals(data, faces=True)["faces"])
             times["signals+faces"].append(time.perf_counter() - t)
+            stages(data, stage_times)
     mp = statistics.mean(MEGAPIXELS[i % len(MEGAPIXELS)] for i in range(len(bodies)))
     print(f"{len(bodies)} JPEG photos x {args.rounds} rounds, {mp:.1f} MP on average, one process (one core); "
-          f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.2f}")
+          f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.2f} (other work on the machine slows "
+          f"every line alike: read the ratios)")
     base = sum(times["decode"])
+    base_rate = len(times["decode"]) / base
     for name, ts in times.items():
         total = sum(ts)
-        print(f"  {name:14s} {len(ts) / total:6.2f} images/s per core   median {statistics.median(ts) * 1000:7.1f} ms"
-              + ("" if name == "decode" else f"   {total / base:5.1f}x the decode alone"))
+        rate = len(ts) / total
+        print(f"  {name:14s} {rate:6.2f} images/s per core   median {statistics.median(ts) * 1000:7.1f} ms"
+              + ("   (the baseline)" if name == "decode" else
+                 f"   {rate / base_rate:5.2f}x the decode rate; at an unloaded decode of 72 images/s: "
+                 f"{72 * rate / base_rate:5.1f} images/s"))
     print(f"  faces described: {faces_found // args.rounds} in {len(bodies)} photos")
+    print("  stages (ms per image, mean over all images; a stage that did not run counts 0):")
+    n_images = len(times["decode"])
+    for name, ts in stage_times.items():
+        print(f"    {name:32s} {1000 * sum(ts) / n_images:7.1f}   ({len(ts)} of {n_images} images)")
+    if args.workers > 1:
+        for with_faces in (False, True):
+            one = workers_rate(bodies, 1, with_faces)
+            many = workers_rate(bodies, args.workers, with_faces)
+            print(f"  worker processes, {'with' if with_faces else 'without'} faces: 1 -> {one:6.2f} images/s, "
+                  f"{args.workers} -> {many:6.2f} images/s ({many / one:4.2f}x); load average "
+                  f"{os.getloadavg()[0]:.2f}")
+
+
+def drift_corpus(n: int):
+    """n JPEGs of 1024-4000 px: ordinary photos (face-api samples and, where present, the
+    labelled face set), the match-quality test's generated originals, and generated shapes."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_match_quality import original
+    pics = sorted(glob.glob(str(LABELLED / "*.jpg"))) + sorted(str(p) for p in SAMPLES.glob("*.jpg"))
+    rng = np.random.default_rng(11)
+    sides = [1024, 1280, 1600, 2048, 2560, 3000, 3500, 4000]
+    for i in range(n):
+        side, k = sides[i % len(sides)], i % 3
+        if k == 0:
+            src = Image.open(pics[(i // 3) % len(pics)]).convert("RGB")
+            aspect = src.width / src.height
+        else:
+            src = original(rng, i) if k == 1 else generated(i, (640, 480))
+            aspect = [4 / 3, 3 / 4, 1, 16 / 9][i % 4]
+        size = (side, int(side / aspect)) if aspect >= 1 else (int(side * aspect), side)
+        buf = io.BytesIO()
+        src.resize(size, Image.BICUBIC).save(buf, "JPEG", quality=int(rng.integers(60, 95)))
+        yield ["photo", "generated", "shapes"][k], buf.getvalue()
+
+
+def drift(args) -> None:
+    rows = []           # (kind, bits reduced vs full, bits reduced vs browser, bits full vs browser)
+    corpus = list(drift_corpus(args.drift))
+    browser = [None] * len(corpus)
+    if args.browser:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from browser_signals import browser_signals
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = []
+            for i, (_, data) in enumerate(corpus):
+                p = Path(tmp) / f"{i}.jpg"
+                p.write_bytes(data)
+                paths.append(p)
+            got = browser_signals(paths, faces=False)
+        browser = [next((v["hash"] for v in g.get("pdq") or [] if v["variant"] == "full"), None) for g in got]
+    t_full = t_reduced = 0.0
+    for (kind, data), seen in zip(corpus, browser):
+        t = time.perf_counter()
+        full = pdq_hash(decode_image(data))["hash"]
+        t_full += time.perf_counter() - t
+        t = time.perf_counter()
+        reduced = pdq_hash(decode_reduced(data, PDQ_SIDE)[0])["hash"]
+        t_reduced += time.perf_counter() - t
+        rows.append((kind, pdq_distance(reduced, full),
+                     pdq_distance(reduced, seen) if seen else None, pdq_distance(full, seen) if seen else None))
+
+    def line(label, values):
+        v = np.asarray([x for x in values if x is not None])
+        if len(v):
+            print(f"  {label:44s} n={len(v):4d}  median {np.median(v):4.1f}  p95 {np.percentile(v, 95):5.1f}  "
+                  f"max {v.max():3d} bits")
+    print(f"PDQ of JPEGs decoded at the smallest DCT scale keeping >= {PDQ_SIDE} px, {len(rows)} JPEGs of "
+          f"1024-4000 px; decode + hash {1000 * t_reduced / len(rows):.1f} ms against "
+          f"{1000 * t_full / len(rows):.1f} ms in full ({t_full / t_reduced:.1f}x)")
+    line("reduced vs full-resolution pdqhash", [r[1] for r in rows])
+    for kind in ("photo", "generated", "shapes"):
+        line(f"  {kind}", [r[1] for r in rows if r[0] == kind])
+    if args.browser:
+        line("reduced (server) vs browser (photo.js, full)", [r[2] for r in rows])
+        line("full-resolution server vs browser", [r[3] for r in rows])
+        missing = sum(1 for b in browser if b is None)
+        if missing:
+            print(f"  {missing} files gave no browser hash")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--photos", type=int, default=24)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="also measure this many worker processes (1: skip)")
+    ap.add_argument("--drift", type=int, default=0, metavar="N", help="measure PDQ drift on N JPEGs instead")
+    ap.add_argument("--browser", action="store_true", help="with --drift: also against the browser (Chromium)")
+    args = ap.parse_args()
+    if args.drift:
+        drift(args)
+    else:
+        throughput(args)
     return 0
 
 

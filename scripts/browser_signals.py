@@ -93,12 +93,13 @@ def _wait(driver, condition, timeout=120):
 
 
 _CALL = ("const done = arguments[arguments.length - 1];"
-         "window.signalsUrl(arguments[0]).then(done, e => done({faces: [], pdq: [], sha256: null,"
+         "window.signalsUrl(arguments[0], {faces: arguments[1]}).then(done, e => done({faces: [], pdq: [], sha256: null,"
          " md5: null, error: String(e && e.message || e)}));")
 
 
-def browser_signals(paths, driver=None) -> list[dict]:
-    """One dict per file: {"file", "faces", "pdq", "sha256", "md5", "error"}."""
+def browser_signals(paths, driver=None, faces=True) -> list[dict]:
+    """One dict per file: {"file", "faces", "pdq", "sha256", "md5", "error"} (faces=False:
+    PDQ and file hashes only)."""
     paths = [str(p) for p in paths]
     own = driver is None
     if own:
@@ -116,7 +117,7 @@ def browser_signals(paths, driver=None) -> list[dict]:
                     results.append({"file": path, "faces": [], "pdq": [], "sha256": None, "md5": None,
                                     "error": "not a readable file"})
                     continue
-                got = driver.execute_async_script(_CALL, f"/files/{i}")
+                got = driver.execute_async_script(_CALL, f"/files/{i}", bool(faces))
                 results.append({"file": path, "faces": got.get("faces", []), "pdq": got.get("pdq", []),
                                 "sha256": got.get("sha256"), "md5": got.get("md5"), "error": got.get("error")})
     finally:

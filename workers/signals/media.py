@@ -1,15 +1,19 @@
 """Server-side signals of one file or response body: the crawled side of every match.
 
 `kesu hash` prints them; the crawler computes them for each media body it captured.
-Images get PDQ of the full image, its border-trimmed form, its thumbnail-shaped centre
-crops and its 8 dihedral turns (so flipped or rotated re-uploads match); videos get vPDQ
-frames; both get face descriptors (videos on a capped sample of frames).
+Images get PDQ of the full image and its 8 dihedral turns (one computation, so flipped or
+rotated re-uploads match), its border-trimmed form and its widest centre crop (CRAWLED_CROPS);
+videos get vPDQ frames; both get face descriptors (videos on a capped sample of frames).
+
+Large JPEGs are decoded once at a reduced scale for PDQ (images.PDQ_SIDE) and, where faces
+are wanted, once more at the detector's scale (faces.FACE_SIDE); boxes are reported in the
+full picture's pixels.
 """
 import hashlib
 import io
 import os
 
-from workers.signals.images import ImageError, decode_image, pdq_dihedral, pdq_variants
+from workers.signals.images import PDQ_SIDE, ImageError, decode_reduced, pdq_crawled, pdq_dihedral, pdq_variants
 from workers.signals.videos import VideoError, video_frames, vpdq
 
 FACE_FRAMES_PER_VIDEO = 8     # faces are searched in at most this many frames of a video
@@ -26,16 +30,32 @@ def _hashes(stream) -> tuple[str, str]:
 
 
 def image_pdq(img) -> list[dict]:
-    """The registered-side variants plus the dihedral turns (orig is the same as full)."""
-    return pdq_variants(img) + [d for d in pdq_dihedral(img) if d["variant"] != "orig"]
+    """The crawled side's PDQ variants (images.pdq_crawled)."""
+    return pdq_crawled(img)
 
 
-def _faces(images) -> list[dict]:
+def every_pdq(img) -> list[dict]:
+    """`kesu hash`: every variant either side computes (the registered side's and the dihedral
+    turns), at full resolution, for a person comparing a file by hand."""
+    return pdq_variants(img) + pdq_dihedral(img)[1:]
+
+
+def _faces(images, scale: float = 1.0) -> list[dict]:
     from workers.signals.faces import describe_faces
     out = []
     for img in images:
-        out.extend(describe_faces(img))
+        out.extend(describe_faces(img, scale=scale))
     return out
+
+
+def _image_faces(image_bytes: bytes, small, small_scale: float) -> list[dict]:
+    """Faces of an image: on the PDQ decode when that is the whole picture or already at the
+    detector's scale, else on a second decode at that scale."""
+    from workers.signals.faces import FACE_SIDE
+    if small_scale < 1.0 and max(small.size) < FACE_SIDE:
+        img, scale = decode_reduced(image_bytes, FACE_SIDE)
+        return _faces([img], scale)
+    return _faces([small], small_scale)
 
 
 def _video_faces(source, duration_frames: int) -> list[dict]:
@@ -44,17 +64,18 @@ def _video_faces(source, duration_frames: int) -> list[dict]:
     return _faces(frames)
 
 
-def _signals(sha256: str, md5: str, image_bytes: bytes | None, video_source, faces: bool) -> dict:
+def _signals(sha256: str, md5: str, image_bytes: bytes | None, video_source, faces: bool,
+             crawled: bool = True) -> dict:
     out = {"sha256": sha256, "md5": md5, "pdq": [], "vpdq": [], "faces": [], "error": None}
     image_error = ImageError("too_large", "too big to be an image") if image_bytes is None else None
     if image_bytes is not None:
         try:
-            img = decode_image(image_bytes)
+            img, scale = decode_reduced(image_bytes, PDQ_SIDE if crawled else None)
         except ImageError as exc:
             image_error = exc
         else:
-            out["pdq"] = image_pdq(img)
-            out["faces"] = _faces([img]) if faces else []
+            out["pdq"] = image_pdq(img) if crawled else every_pdq(img)
+            out["faces"] = _image_faces(image_bytes, img, scale) if faces else []
             return out
     if image_error.code == "empty":
         out["error"] = str(image_error)
@@ -86,4 +107,4 @@ def file_signals(path: str, faces: bool = True) -> dict:
     except OSError as exc:
         return {"file": path, "sha256": None, "md5": None, "pdq": [], "vpdq": [], "faces": [],
                 "error": f"cannot read: {exc.strerror or exc}"}
-    return {"file": path, **_signals(sha256, md5, image_bytes, lambda: path, faces)}
+    return {"file": path, **_signals(sha256, md5, image_bytes, lambda: path, faces, crawled=False)}
