@@ -204,7 +204,7 @@ def drift(args) -> None:
         full = pdq_hash(decode_image(data))["hash"]
         t_full += time.perf_counter() - t
         t = time.perf_counter()
-        reduced = pdq_hash(decode_reduced(data, PDQ_SIDE)[0])["hash"]
+        reduced = pdq_hash(decode_reduced(data, args.side)[0])["hash"]
         t_reduced += time.perf_counter() - t
         rows.append((kind, pdq_distance(reduced, full),
                      pdq_distance(reduced, seen) if seen else None, pdq_distance(full, seen) if seen else None))
@@ -214,7 +214,7 @@ def drift(args) -> None:
         if len(v):
             print(f"  {label:44s} n={len(v):4d}  median {np.median(v):4.1f}  p95 {np.percentile(v, 95):5.1f}  "
                   f"max {v.max():3d} bits")
-    print(f"PDQ of JPEGs decoded at the smallest DCT scale keeping >= {PDQ_SIDE} px, {len(rows)} JPEGs of "
+    print(f"PDQ of JPEGs decoded at the smallest DCT scale keeping >= {args.side} px, {len(rows)} JPEGs of "
           f"1024-4000 px; decode + hash {1000 * t_reduced / len(rows):.1f} ms against "
           f"{1000 * t_full / len(rows):.1f} ms in full ({t_full / t_reduced:.1f}x)")
     line("reduced vs full-resolution pdqhash", [r[1] for r in rows])
@@ -235,6 +235,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2, help="also measure this many worker processes (1: skip)")
     ap.add_argument("--drift", type=int, default=0, metavar="N", help="measure PDQ drift on N JPEGs instead")
     ap.add_argument("--browser", action="store_true", help="with --drift: also against the browser (Chromium)")
+    ap.add_argument("--side", type=int, default=PDQ_SIDE, help="with --drift: the reduced decode's long side")
     args = ap.parse_args()
     if args.drift:
         drift(args)

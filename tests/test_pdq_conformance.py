@@ -24,9 +24,12 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from workers.signals.images import (
     MAX_PIXELS,
+    PDQ_SIDE,
     ImageError,
     decode_image,
+    decode_reduced,
     image_signals,
+    pdq_crawled,
     pdq_dihedral,
     pdq_distance,
     pdq_hash,
@@ -334,6 +337,40 @@ def test_variants_agree_between_browser_and_server_code(conformance):
 
 
 # --- trim -------------------------------------------------------------------------------------------
+
+def test_reduced_decode_stays_within_the_pdq_budget():
+    """The crawled side decodes large JPEGs at a reduced DCT scale (images.PDQ_SIDE): the
+    hash stays within 8 bits of the full decode's (bench/bench_signals.py --drift measures it
+    on hundreds), the scale maps back to the full picture, and nothing else is reduced."""
+    worst = 0
+    for i, side in enumerate((1600, 1900, 2600, 4000)):
+        img = _face(i % len(FACES))
+        img = img.resize((side, round(side * img.height / img.width)), Image.BICUBIC)
+        data = _jpeg(img, 85)
+        small, scale = decode_reduced(data)
+        assert PDQ_SIDE <= max(small.size) < 2 * PDQ_SIDE, small.size
+        assert abs(scale - small.width / img.width) < 1e-9 and scale < 1
+        worst = max(worst, pdq_distance(pdq_hash(small)["hash"], pdq_hash(decode_image(data))["hash"]))
+        png, png_scale = decode_reduced(_png(img.resize((img.width // 2, img.height // 2))))
+        assert png_scale == 1.0 and png.size == (img.width // 2, img.height // 2)
+    assert worst <= 8, worst
+    small_jpeg = _jpeg(_face(0).resize((2 * PDQ_SIDE - 1, 700)))
+    assert decode_reduced(small_jpeg)[1] == 1.0
+    assert decode_reduced(_jpeg(_face(0).resize((3000, 2000))), None)[0].size == (3000, 2000)
+
+
+def test_crawled_variants_come_from_one_dihedral_computation():
+    a = np.asarray(bordered(_face(1).resize((400, 300)), 20, 20, 0, 0, "white"))
+    got = {v["variant"]: v for v in pdq_crawled(a)}
+    turns = {v["variant"]: v for v in pdq_dihedral(a)}
+    assert got["full"]["hash"] == turns["orig"]["hash"] == pdq_hash(a)["hash"]
+    assert set(got) == {"full", "trimmed", "crop-16:9"} | set(turns) - {"orig"}
+    assert all(got[name]["hash"] == turns[name]["hash"] for name in turns if name != "orig")
+    registered = {v["variant"]: v["hash"] for v in pdq_variants(a)}
+    assert got["trimmed"]["hash"] == registered["trimmed"] and got["crop-16:9"]["hash"] == registered["crop-16:9"]
+    wide = np.asarray(_face(2).resize((640, 360)))           # already 16:9: no crop of it
+    assert "crop-16:9" not in {v["variant"] for v in pdq_crawled(wide)}
+
 
 def test_trim_vectors_python():
     spec = json.loads(VECTORS.read_text())

@@ -37,10 +37,12 @@ MAX_PIXELS = 100_000_000
 
 # Crawled side: JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps the
 # long side >= PDQ_SIDE. Budget: median <= 3 and max <= 8 bits from the full-resolution hash
-# (the match threshold is 31). Measured on 240 JPEGs of 1024-4000 px (photos, generated
-# pictures; bench/bench_signals.py --drift): 640 gives median 2, p95 8, max 8 bits; 512 gives
-# median 4, max 14 (over budget); 1024 median 0, max 8 at 2.3x the time.
-PDQ_SIDE = 640
+# (the match threshold is 31: a re-upload keeps 23 bits for its own changes). Measured on 160
+# JPEGs of 1024-4000 px (photos, generated pictures; bench/bench_signals.py --drift 160 --side
+# N): 768 gives median 2, p95 6, max 8 bits, at 7x less decode + hash time than the full
+# picture; 640 gives median 2 but max 10 (12 on an upscaled face photo); 1024 max 6 at 1.5x
+# 768's time.
+PDQ_SIDE = 768
 
 # Formats a browser decodes too; anything else Pillow could open is not taken as an image.
 FORMATS = {"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "AVIF"}
@@ -130,8 +132,10 @@ def _decode(data: bytes, min_side: int | None) -> tuple[Image.Image, float]:
         # was imported before.
         ImageFile.LOAD_TRUNCATED_IMAGES = False
         if min_side and img.format in ("JPEG", "MPO") and max(width, height) >= 2 * min_side:
+            # Pillow picks the largest scale 1/k with k <= width // request (and height): a
+            # request of exactly min_side on the long side keeps that side >= min_side.
             r = min_side / max(width, height)
-            img.draft(None, (math.ceil(width * r), math.ceil(height * r)))
+            img.draft(None, (max(1, int(width * r)), max(1, int(height * r))))
         scale = img.size[0] / width
         try:
             img.load()
