@@ -160,9 +160,11 @@ def test_old_backup_opens_nothing_of_hers_after_withdrawal(tmp_path, site, datab
         capture_artifacts(other, capture_id)
 
 
-def test_rows_sealed_to_the_org_key_before_seal_keys_move_under_the_case_key(instance):
+def test_rows_sealed_to_the_org_key_before_seal_keys_move_under_the_case_key(tmp_path):
     """`kesu key rewrap`: captures, media signals and notices made before 0008 (org-sealed)
-    go under her case key, so her withdrawal shreds them too; idempotent."""
+    go under her case key, so her withdrawal shreds them too; idempotent. (SQLite only: no
+    engine-specific statement here.)"""
+    instance = make_instance(tmp_path / "i", f"sqlite:///{tmp_path / 'i' / 'kesu.db'}")
     import json
 
     from takedown_helpers import make_takedown
