@@ -268,7 +268,8 @@ def pdq_variants(img) -> list[dict]:
 
 def pdq_crawled(img) -> list[dict]:
     """The crawled side's PDQ variants: full and its 8 dihedral turns from one computation
-    (orig is reported as full), trimmed when a border was trimmed, and CRAWLED_CROPS."""
+    (orig is reported as full), trimmed when a border was trimmed, CRAWLED_CROPS and the top
+    third (the registered side's top third of her photo finds an edit that repainted the body)."""
     a = _rgb_array(img)
     height, width = a.shape[:2]
     turns = pdq_dihedral(a)
@@ -279,6 +280,8 @@ def pdq_crawled(img) -> list[dict]:
     for name, aspect in CRAWLED_CROPS:
         if abs(width / height / aspect - 1) > CROP_SKIP_RELATIVE:
             out.append({"variant": f"crop-{name}", **_pdq(_crop(a, center_crop(width, height, aspect)))})
+    if height // TOP_PART >= TOP_MIN_ROWS:
+        out.append({"variant": "top-third", **_pdq(a[:height // TOP_PART])})
     return out + turns[1:]
 
 
