@@ -1,7 +1,8 @@
 """Crawl throughput per worker on the fixture site, against a bare Chromium loading the same pages.
 
 Three ways over the same pages, a few rounds each, one Chromium each:
-  bare     plain Selenium `get` (waits for the load event), nothing recorded
+  bare     plain Selenium `get` (waits for the load event), nothing recorded; again with its
+           traffic through the address guard (workers.net.guard), to show what the guard costs
   capture  workers.capture.page.capture: DevTools network capture, bodies, scrolling, settle,
            whole-file fetches, MHTML, stamped full-page screenshot (default limits: the page
            must stay quiet for 1 s, so delayed loads are caught); again with a 0.3 s quiet
@@ -32,9 +33,13 @@ MEDIA_JS = ("return performance.getEntriesByType('resource').filter(e => ['img',
             "'xmlhttprequest','other'].includes(e.initiatorType) && !e.name.endsWith('.css')).length")
 
 
-def bare(base, rounds):
+def bare(base, rounds, guarded=False):
+    """The crawler's Chromium, no capture; `guarded`: its traffic through an address guard (its cost)."""
     from workers.capture.chromium import new_driver
-    driver = new_driver(1280, 900, sandbox=True)            # the crawler's Chromium, no guard, no capture
+    from workers.net.guard import Guard
+    guard = Guard(allow_private=True).start() if guarded else None
+    driver = new_driver(1280, 900, guard.chromium_args() if guard else (), sandbox=True)
+    driver.kesu_guard = guard
     driver.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
     times, media = [], 0
     try:
@@ -103,7 +108,9 @@ def main():
         build_site(Path(folder))
         base, stop = serve_site(Path(folder))
         try:
-            results = {"bare": bare(base, args.rounds), "capture": capture(base, args.rounds),
+            bare(base, 1)                               # warm-up (disk caches, the fixture server): not counted
+            results = {"bare": bare(base, args.rounds), "bare, through the guard": bare(base, args.rounds, True),
+                       "capture": capture(base, args.rounds),
                        "capture, idle 0.3 s": capture(base, args.rounds, idle=0.3),
                        "crawl": crawl(base, args.rounds)}
         finally:
@@ -118,7 +125,8 @@ def main():
               f"median {statistics.median(times):.2f} s/page  ({media} media)  "
               f"ratio {per_page / base_per_page:.2f}x bare")
     print(f"capture overhead: {sum(results['capture'][0]) / sum(results['bare'][0]):.2f}x the time of a bare "
-          f"load; a crawl worker (with signals and writes): {sum(results['crawl'][0]) / sum(results['bare'][0]):.2f}x")
+          f"load; a crawl worker (with signals and writes): {sum(results['crawl'][0]) / sum(results['bare'][0]):.2f}x; "
+          f"the address guard alone: {sum(results['bare, through the guard'][0]) / sum(results['bare'][0]):.2f}x")
 
 
 if __name__ == "__main__":
