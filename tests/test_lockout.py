@@ -82,6 +82,7 @@ def test_a_solution_works_once_for_its_own_case_only():
     work = gate.begin("a").work
     solution = solve(work)
     assert not gate.begin("b", solution).allowed        # bound to its case
+    assert not gate.begin("a", "é" + solution).allowed   # not ASCII: refused, not an error
     assert gate.begin("a", solution).allowed
     gate.end("a", ok=False)
     assert not gate.begin("a", solution).allowed        # never twice
