@@ -43,6 +43,25 @@ def _pin(keys, fingerprints, inst):
     return Pin([unb64(b["verify_key"]) for b in bundles], source="this instance")
 
 
+@evidence_group.command("fingerprint")
+def fingerprint_command():
+    """The fingerprints of this instance's evidence signing keys (the active one first):
+    publish the active one (web site, letterhead) so that anyone can pin it when verifying."""
+    from sqlalchemy import select
+
+    from crypto.sealing import unb64
+    from crypto.signing import fingerprint
+    from store.models import OrgKey
+    inst = _instance_in_reach()
+    if inst is None:
+        raise click.ClickException("no instance here (KESU_INSTANCE): nothing to print")
+    with inst.session() as s:
+        rows = s.execute(select(OrgKey).order_by(OrgKey.active.desc(), OrgKey.created_at.desc())).scalars().all()
+    for row in rows:
+        state = "active" if row.active else "earlier"
+        click.echo(f"{fingerprint(unb64(row.bundle['verify_key']))}  ({state}, key {row.key_id})")
+
+
 @evidence_group.command("verify")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--fingerprint", "fingerprints", multiple=True,

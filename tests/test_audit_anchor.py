@@ -106,3 +106,10 @@ def test_an_export_carries_the_signed_head_and_verify_sees_a_cut_chain(instance,
     cut_the_end(instance.settings.instance / "kesu.db", head["id"])
     res = CliRunner(env=env).invoke(__import__("cli.evidence", fromlist=["x"]).evidence_group, ["verify", str(path)])
     assert res.exit_code == 1 and "its end was cut" in res.output, res.output
+
+
+def test_kesu_evidence_fingerprint_prints_what_the_pdf_and_notices_print(instance):
+    from crypto.signing import fingerprint
+    res = kesu("evidence", "fingerprint", env=env_for(instance.settings))
+    assert res.exit_code == 0 and fingerprint(instance.private_keys().verify_key) in res.output
+    assert "(active" in res.output
