@@ -14,6 +14,8 @@ from web import make_app, route_log
 
 def create_app(instance: Instance | None = None):
     instance = instance or Instance()
+    from workers.takedown import regimes
+    regimes.regimes()                       # a bad regime file stops the start, naming the file and field
     # wasm: the login page's proof of work runs hash-wasm (WebAssembly compile only, no eval)
     app = make_app("backoffice", static_folder=Path(__file__).with_name("static"), wasm=True)
     app.config.update(

@@ -51,7 +51,17 @@ ALIASES = {
     "hostingprovider": "hosting", "hosting": "hosting", "hoster": "hosting", "ホスティング": "hosting",
     "ホスティング事業者": "hosting", "ホスティングプロバイダ": "hosting", "ホスティングプロバイダー": "hosting",
     "notes": "notes", "note": "notes", "memo": "notes", "メモ": "notes", "備考": "notes",
+    # what chooses the legal regimes of its notices (workers/takedown/regimes.py)
+    "designated": "designated", "designatedplatform": "designated", "指定": "designated",
+    "指定プラットフォーム": "designated", "大規模プラットフォーム": "designated",
+    "大規模特定電気通信役務提供者": "designated",
+    "dsa": "dsa", "dsacoverage": "dsa", "dsa対象": "dsa", "デジタルサービス法": "dsa", "デジタルサービス法対象": "dsa",
+    "takeitdown": "take_it_down", "takeitdownact": "take_it_down", "takeitdown対象": "take_it_down",
+    "takeitdown法": "take_it_down", "takeitdown法対象": "take_it_down",
 }
+REGIME_FLAGS = ("designated", "dsa", "take_it_down")
+_YES = {"1", "true", "yes", "y", "on", "はい", "○", "〇", "✓", "対象", "該当"}
+_NO = {"", "0", "false", "no", "n", "off", "いいえ", "×", "✕", "-", "対象外", "非該当"}
 
 try:        # patrol settings (seeds, frequency, budgets, gate) ride along in the same file
     from workers.capture.patrol import CSV_ALIASES as _PATROL_ALIASES
@@ -150,7 +160,24 @@ def clean_row(values: dict) -> dict:
         if len(row[name]) > limit:
             raise ValueError(f"{name} longer than {limit} characters")
     row.update(clean_patrol(values))        # only the patrol columns the file has
+    row.update(clean_flags(values))         # only the regime flags the file has
     return row
+
+
+def clean_flags(values: dict) -> dict:
+    """The regime flags the row has (a file without the column leaves the domain's as they are);
+    yes/no in English or Japanese, empty is no; anything else raises ValueError naming the column."""
+    out = {}
+    for name in REGIME_FLAGS:
+        if name in values:
+            value = (values[name] or "").strip().lower()
+            if value in _YES:
+                out[name] = True
+            elif value in _NO:
+                out[name] = False
+            else:
+                raise ValueError(f"{name} must be yes or no (はい/いいえ, 1/0): {values[name]!r}")
+    return out
 
 
 def read_rows(text: str, report: ImportReport):
@@ -195,10 +222,13 @@ def _upsert(session, rows: list[dict]) -> None:
         r["updated_at"] = now
     stmt = insert(Domain)
     patrol = [c for c in PATROL_FIELDS if any(c in r for r in rows)]
+    flags = [c for c in REGIME_FLAGS if any(c in r for r in rows)]
     for r in rows:
         for c in patrol:
             r.setdefault(c, None)       # a short line: its empty cells mean "the default"
-    cols = {c: getattr(stmt.excluded, c) for c in (*FIELDS[1:], *patrol, "updated_at")}
+        for c in flags:
+            r.setdefault(c, False)
+    cols = {c: getattr(stmt.excluded, c) for c in (*FIELDS[1:], *patrol, *flags, "updated_at")}
     session.execute(stmt.on_conflict_do_update(index_elements=[Domain.domain], set_=cols), rows)
 
 
@@ -281,13 +311,14 @@ def _edit_page(domain_id):
         if domain is None:
             abort(404)
         if request.method == "POST":
-            values = {"domain": domain.domain, **{k: request.form.get(k, "") for k in EDITABLE}}
+            values = {"domain": domain.domain, **{k: request.form.get(k, "") for k in EDITABLE},
+                      **{k: request.form.get(k, "0") for k in REGIME_FLAGS}}
             try:
                 cleaned = clean_row(values)
             except ValueError as exc:
                 errors["form"] = str(exc)
             else:
-                for k in EDITABLE:
+                for k in (*EDITABLE, *REGIME_FLAGS):
                     setattr(domain, k, cleaned[k])
                 domain.updated_at = utcnow()
                 audit.record(s, f"staff:{g.staff.id}", "domain_edit", f"domain:{domain.id}")

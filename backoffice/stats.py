@@ -16,6 +16,7 @@ from sqlalchemy import extract, func, select
 
 from backoffice import current_instance, login_required
 from store.models import Case, Domain, Takedown, TakedownTally
+from workers.takedown import compliance
 
 bp = Blueprint("stats", __name__, url_prefix="/stats")
 
@@ -67,7 +68,7 @@ def compute(session, year: int | None = None, top_domains: int = 20) -> dict:
     by_domain = [_finish({"domain": k or "(unknown)", **v})
                  for k, v in sorted(doms.items(), key=lambda kv: (-kv[1]["requests"], kv[0] or ""))[:top_domains]]
     return {"years": year_list, "year": chosen, "by_category": by_category, "by_domain": by_domain,
-            "outcomes": list(OUTCOMES)}
+            "outcomes": list(OUTCOMES), "by_regime": compliance.by_regime(session, chosen)}
 
 
 def to_csv(data: dict) -> str:
@@ -86,12 +87,30 @@ def to_csv(data: dict) -> str:
         emit(f"category {data['year']}", row["category"], row)
     for row in data["by_domain"]:
         emit(f"domain {data['year']}", row["domain"], row)
+    # per legal regime and platform: removed within / after the deadline, overdue, pending
+    w.writerow([])
+    w.writerow(["section", "regime", "platform", "requests", *compliance.OUTCOMES, "share_within", "median_hours"])
+    for row in data.get("by_regime", []):
+        w.writerow([f"regime {data['year']}", row["regime"], row["platform"] or "*", row["requests"],
+                    *(row[k] for k in compliance.OUTCOMES), "" if row["share_within"] is None else row["share_within"],
+                    "" if row["median_hours"] is None else row["median_hours"]])
     return buf.getvalue()
 
 
 def outcome_labels() -> dict:
     return {"removed": _("Removed"), "partly_removed": _("Partly removed"), "still_up": _("Still up"),
             "on_hold": _("On hold"), "requested": _("Requested, no answer yet"), "ongoing": _("Not requested yet")}
+
+
+def regime_labels() -> dict:
+    return {"within": _("Removed within the deadline"), "after": _("Removed after the deadline"),
+            "overdue": _("Still up past the deadline"), "pending": _("Deadline not reached")}
+
+
+def _label_regimes(data: dict) -> None:
+    from backoffice.takedown import regime_name
+    for row in data["by_regime"]:
+        row["regime_label"] = regime_name(row["regime"])
 
 
 def _year_arg():
@@ -107,7 +126,9 @@ def index():
     from backoffice import category_label
     for row in data["by_category"]:
         row["label"] = category_label(row["category"])
-    return render_template("backoffice/stats.html", data=data, labels=outcome_labels())
+    _label_regimes(data)
+    return render_template("backoffice/stats.html", data=data, labels=outcome_labels(),
+                           regime_outcomes=compliance.OUTCOMES, regime_labels=regime_labels())
 
 
 @bp.route("/data.json")

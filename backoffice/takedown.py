@@ -21,7 +21,7 @@ from backoffice import current_instance, login_required
 from store import audit, people
 from store.models import Case, Domain, Notice, Schedule, Takedown, TakedownEvent, utcnow
 from store.vocabulary import LANGUAGES, TAKEDOWN_STATUSES
-from workers.takedown import notify, predict
+from workers.takedown import escalation, notify, predict, regimes
 
 bp = Blueprint("takedown", __name__, url_prefix="/takedowns")
 PAGE = 50
@@ -29,7 +29,25 @@ PAGE = 50
 
 def route_labels() -> dict:
     return {"site": _("Site administrator"), "host": _("Hosting provider"), "registrar": _("Registrar"),
-            "search_engine": _("Search engine delisting"), "hotline": _("Hotline"), "lawyer": _("Lawyer")}
+            "search_engine": _("Search engine delisting"), "hotline": _("Hotline"), "lawyer": _("Lawyer"),
+            "regulator": _("Complaint to the regulator")}
+
+
+def regime_name(regime_id: str | None) -> str:
+    """A regime's name in the page's language (its file holds both)."""
+    from flask_babel import get_locale
+    regime = regimes.get(regime_id)
+    if regime is None:
+        return "—"
+    return regime.name.get(str(get_locale() or "en"))
+
+
+def overdue_text(hours: float | None) -> str:
+    if hours is None:
+        return "—"
+    if hours < 48:
+        return _("%(hours)d hour(s)", hours=int(hours))
+    return _("%(days)d day(s)", days=int(hours // 24))
 
 
 def status_labels() -> dict:
@@ -54,10 +72,16 @@ def prediction_text(prediction: dict | None) -> str:
             if lo is not None and hi is not None else "")
     basis = _("; %(n)d earlier request(s) to this site", n=int(prediction.get("n") or 0))
     if prediction.get("p_within") is None:
-        return _("Likely to remove: %(percent)d %% (no timing data yet)",
+        text = _("Likely to remove: %(percent)d %% (no timing data yet)",
                  percent=round(100 * prediction["p_remove"])) + span + basis
-    return _("Likely to remove: %(percent)d %% within %(days)d days",
-             percent=round(100 * prediction["p_within"]), days=prediction["within_days"]) + span + basis
+    else:
+        text = _("Likely to remove: %(percent)d %% within %(days)d days",
+                 percent=round(100 * prediction["p_within"]), days=prediction["within_days"]) + span + basis
+    for regime_id, legal in sorted((prediction.get("regimes") or {}).items()):
+        if legal.get("n_all", 0) >= MIN_HISTORY:
+            text += "; " + _("within the legal deadline (%(regime)s): %(percent)d %% (%(n)d request(s) here)",
+                             regime=regime_name(regime_id), percent=round(100 * legal["p_within"]), n=legal["n"])
+    return text
 
 
 @bp.route("/")
@@ -75,6 +99,20 @@ def index():
     return render_template("backoffice/takedowns.html", rows=rows, status=status, statuses=TAKEDOWN_STATUSES,
                            status_labels=status_labels(), route_labels=route_labels(), total=total, page=page,
                            per_page=PAGE)
+
+
+@bp.route("/overdue")
+@login_required()
+def overdue():
+    """What is past its deadline and still up, by how long, per platform."""
+    with current_instance().session() as s:
+        rows = escalation.overdue(s)
+    groups: dict[str, list] = {}
+    for row in rows:
+        groups.setdefault(row["domain"] or "—", []).append(row)
+    return render_template("backoffice/takedowns_overdue.html", groups=groups, total=len(rows),
+                           status_labels=status_labels(), route_labels=route_labels(), regime_name=regime_name,
+                           overdue_text=overdue_text)
 
 
 @bp.route("/<int:takedown_id>")
@@ -112,11 +150,25 @@ def item(takedown_id):
                                                              Schedule.kind.in_(("recheck", "reupload")))).scalar()
         name = people.describer(s)
         actors = {e.actor: name(e.actor) for e in events}
+        # escalation: the routes once a legal deadline passes, and the package asked for
+        escalations = escalation.options(s, td, lang)
+        target = request.args.get("escalate") or (td.proposal if td.proposal in {o.target for o in escalations} else None)
+        package, package_refused = None, None
+        if target:
+            try:
+                package = escalation.package(instance, s, td, target, lang)
+            except notify.RouteRefused as exc:
+                package_refused = str(exc)
+        applicable = regimes.strongest_notice_regime(domain, category, chosen)[1]
         audit.record(s, f"staff:{g.staff.id}", "takedown_open", f"takedown:{td.id}")
     return render_template("backoffice/takedown_item.html", td=td, domain=domain, category=category, steps=steps,
                            chosen=chosen, lang=lang, preview=preview, refused=refused, notices=notices,
                            events=events, actors=actors, next_check=next_check, route_labels=route_labels(),
-                           status_labels=status_labels(), prediction=prediction_text(domain.prediction if domain else None))
+                           status_labels=status_labels(), prediction=prediction_text(domain.prediction if domain else None),
+                           escalations=escalations, target=target, package=package, package_refused=package_refused,
+                           applicable=applicable, regime_name=regime_name,
+                           overdue_h=escalation.overdue_hours(td.deadline_at) if td.deadline_at and td.deadline_at
+                           <= utcnow() else None, overdue_text=overdue_text)
 
 
 @bp.route("/<int:takedown_id>/send", methods=["POST"])
@@ -163,6 +215,28 @@ def send(takedown_id):
     else:
         flash(_("Copy the text into the contact form, then mark it as sent."), "ok")
     return redirect(url_for("takedown.item", takedown_id=takedown_id, route=route, notice_lang=lang) + "#notices")
+
+
+@bp.route("/<int:takedown_id>/escalate", methods=["POST"])
+@login_required("staff")
+def escalate(takedown_id):
+    """Save an escalation package (copy-ready text) for staff to paste and mark as sent."""
+    instance = current_instance()
+    target = request.form.get("target", "")
+    lang = request.form.get("lang", "ja")
+    lang = lang if lang in LANGUAGES else "ja"
+    try:
+        notice_id = escalation.prepare(instance, takedown_id, target, lang, actor=f"staff:{g.staff.id}")
+    except KeyError:
+        abort(404)
+    except notify.RouteRefused as exc:
+        flash(_("Not saved: %(reason)s", reason=str(exc)), "error")
+        return redirect(url_for("takedown.item", takedown_id=takedown_id))
+    with instance.session() as s:
+        audit.record(s, f"staff:{g.staff.id}", "escalation_prepare", f"takedown:{takedown_id}", notice=notice_id,
+                     route=target)
+    flash(_("Copy the text where it goes, then mark it as sent."), "ok")
+    return redirect(url_for("takedown.item", takedown_id=takedown_id, escalate=target, notice_lang=lang) + "#notices")
 
 
 @bp.route("/<int:takedown_id>/notices/<int:notice_id>/sent", methods=["POST"])

@@ -27,6 +27,8 @@ class Settings:
     org_chat: str = ""
     org_address: str = ""                    # postal address, printed on every notice
     org_responsible: str = ""                # the named person responsible for notices (signs the accuracy statement)
+    notice_capacity: str = "representative"  # who signs notices for her: representative (org_responsible) | lawyer
+    notice_lawyer: str = ""                  # with notice_capacity = lawyer: the lawyer's name and bar (弁護士法72条)
     victim_mail_from: str = ""               # a neutral sender for mail to the victim ("Info <info@example.org>")
     crawl_allow_private: bool = False
     crawl_max_pages: int = 50

@@ -6,7 +6,7 @@ case numbers are keyed hashes, passphrases and passwords Argon2id hashes.
 """
 from datetime import date, datetime, timezone
 
-from sqlalchemy import JSON, Boolean, Date, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Date, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -246,6 +246,12 @@ class Domain(Base):
     hosting: Mapped[str] = mapped_column(String(200), default="")
     notes: Mapped[str] = mapped_column(Text, default="")
     contacts: Mapped[dict | None] = mapped_column(JSON)                   # abuse contacts found (RDAP, security.txt)
+    # What chooses the legal regimes of its notices (workers/takedown/regimes.py, regimes/*.toml):
+    # designated: a designated large platform (JP platform act); dsa: a hosting service offered in the
+    # EU (DSA art. 16); take_it_down: a covered platform under the US TAKE IT DOWN Act.
+    designated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    dsa: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    take_it_down: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     prediction: Mapped[dict | None] = mapped_column(JSON)                 # workers.takedown.predict: compliance estimate
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)
     # Patrol (workers.capture.patrol): NULL means "the instance's default" for every setting here.
@@ -282,6 +288,8 @@ class Takedown(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime)        # found removed
     checked_at: Mapped[datetime | None] = mapped_column(DateTime)
     proposal: Mapped[str | None] = mapped_column(String(20))              # next route proposed once overdue
+    regime: Mapped[str | None] = mapped_column(String(40))                # the regime of its first legal notice
+    legal_deadline_at: Mapped[datetime | None] = mapped_column(DateTime)  # that notice's legal deadline (statistics)
 
 
 class Notice(Base):
@@ -298,6 +306,8 @@ class Notice(Base):
     channel: Mapped[str] = mapped_column(String(10), default="email")     # email|form|victim
     created_at: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow)
     error: Mapped[str | None] = mapped_column(Text)
+    regime: Mapped[str | None] = mapped_column(String(40))                # the regime the notice cites
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime)        # its legal deadline, once sent
 
 
 class TakedownTally(Base):

@@ -36,6 +36,7 @@ ALLOWED = {
     ("takedown.index", "GET"): ALL, ("takedown.item", "GET"): ALL, ("takedown.notice_text", "GET"): ALL,
     ("takedown.check_now", "POST"): STAFF, ("takedown.mark_sent", "POST"): STAFF,
     ("takedown.send", "POST"): STAFF, ("takedown.set_status", "POST"): STAFF,
+    ("takedown.overdue", "GET"): ALL, ("takedown.escalate", "POST"): STAFF,
 }
 MISSING_ID = 987654          # ids that name nothing: a request that passes the role check gets 404/400
 

@@ -42,6 +42,7 @@ JOBS: dict[str, Job] = {
     "contacts": Job("default", "workers.takedown.contacts.refresh_job", tracked=True),
     "recheck": Job("default", "workers.takedown.recheck.recheck", tracked=True),
     "reupload": Job("default", "workers.takedown.recheck.watch", tracked=True),
+    "deadline": Job("default", "workers.takedown.recheck.recheck", tracked=True),     # one-off, just after a deadline
     # recurring
     "purge_sessions": Job("default", "workers.system.housekeeping.purge_sessions", every_s=3600),
     "notice_sweep": Job("default", "workers.takedown.notify.sweep", every_s=120),

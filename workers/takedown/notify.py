@@ -38,7 +38,7 @@ from store.urls import host_of
 from store.vocabulary import LANGUAGES, NOTICE_CATEGORIES, RECHECK_EVERY_S
 from web import TEMPLATES
 from workers.capture.evidence import MANIFEST
-from workers.takedown import predict
+from workers.takedown import predict, regimes
 
 log = logging.getLogger("kesu.notify")
 
@@ -107,6 +107,89 @@ def deadline_days(category: str | None) -> int:
     return 2 if category in TWO_DAY_RULE else 7
 
 
+def route_window(regime, category: str | None) -> timedelta:
+    """How long the current route gets: the cited regime's legal deadline where it gives one,
+    else the Japanese practice above (2 or 7 days)."""
+    legal = legal_window(regime)
+    return legal if legal is not None else timedelta(days=deadline_days(category))
+
+
+def legal_window(regime) -> timedelta | None:
+    """The legal deadline a notice under this regime starts (None: none in force or no figure)."""
+    if regime is None or regime.deadline.duty == "none" or regime.status != "in_force":
+        return None
+    return regime.window
+
+
+# --- who signs, on what basis (弁護士法72条: the notice says truthfully in which capacity) --------
+
+CAPACITIES = ("representative", "lawyer")
+SIGNER_TEXT = {
+    "en": {"representative": "authorised representative of the person depicted, for {org}",
+           "lawyer": "attorney acting for the person depicted",
+           "basis": "the person depicted consented at our intake on {date} to {org} acting on their behalf "
+                    "to have this material removed"},
+    "ja": {"representative": "被害者本人の代理人（{org}）",
+           "lawyer": "被害者本人の代理人弁護士",
+           "basis": "本人が{date}に当団体の受付で、削除のために{org}が本人に代わって手続を行うことに同意しています"},
+}
+
+
+def consent_of(instance, case) -> dict:
+    """Her consent as taken at intake (the sealed payload's `consent`); {} when none can be read."""
+    if case is None or not case.details:
+        return {}
+    try:
+        from workers.cases.decrypt import case_details
+        return (case_details(instance, case.id) or {}).get("consent") or {}
+    except Exception:                       # keys locked or the case key gone: no basis can be shown
+        log.warning("case %s: consent could not be read", case.id)
+        return {}
+
+
+def signer_for(settings, consent: dict, language: str) -> dict:
+    """{"name", "capacity", "basis", "problems": [(field, what is missing)]}."""
+    capacity = (settings.notice_capacity or "representative").strip()
+    problems = []
+    if capacity not in CAPACITIES:
+        problems.append(f"notice_capacity must be one of {', '.join(CAPACITIES)}, not {capacity!r}")
+        capacity = "representative"
+    name = (settings.notice_lawyer if capacity == "lawyer" else settings.org_responsible).strip()
+    if not name:
+        setting = "notice_lawyer" if capacity == "lawyer" else "org_responsible"
+        problems.append(f"the name of who signs (setting {setting}, KESU_{setting.upper()})")
+    if consent.get("takedown") is not True:
+        problems.append("her consent to act on her behalf (consent.takedown, taken at intake), "
+                        "which this case does not show")
+    text = SIGNER_TEXT["ja" if language == "ja" else "en"]
+    org = settings.org_name
+    return {"name": name, "capacity": text[capacity].format(org=org),
+            "basis": text["basis"].format(org=org, date=str(consent.get("at") or "")[:10] or "?"),
+            "problems": problems}
+
+
+def field_problems(field: str, settings, signer: dict, urls: list) -> list[str]:
+    """What is missing for one required field of a regime (empty: it can be carried)."""
+    if field == "location":
+        return [] if urls else ["the URL"]
+    if field == "signature":
+        return signer["problems"]
+    if field == "contact":
+        return [f"{what} (setting {name}, KESU_{name.upper()})" for name, what in
+                (("org_email", "an e-mail address"), ("org_address", "a postal address")) if not getattr(settings, name)]
+    if field == "notifier":
+        missing = [f"the organisation's {what} (setting {name}, KESU_{name.upper()})" for name, what in
+                   (("org_name", "name"), ("org_email", "e-mail address")) if not getattr(settings, name)]
+        return missing + [p for p in signer["problems"] if "signs" in p]
+    return []                               # statements and the category's text: in the templates
+
+
+def label_for(language: str):
+    def label(field: str) -> str:
+        return regimes.FIELDS[field]["ja" if language == "ja" else "en"]
+    return label
+
+
 # --- rendering ------------------------------------------------------------------------------------
 
 _env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=False, undefined=StrictUndefined,
@@ -123,7 +206,9 @@ class Rendered:
     channel: str             # email|form
     address: str             # e-mail address, or "" for a form
     forms: list              # [(name, url)] where a form is the way (or an alternative)
-
+    regime: str | None = None          # the regime the notice cites (the strongest that applies)
+    regimes: tuple = ()                # every applicable regime whose notice goes to the platform
+    hashes: bool = False               # her consent to share hashes: the hash list goes with it
 
 
 def template_name(language: str, category: str, route: str) -> str:
@@ -136,7 +221,7 @@ def template_name(language: str, category: str, route: str) -> str:
     return f"notices/{language if language in LANGUAGES else 'en'}/{category}/{route}.txt"
 
 
-def _evidence_refs(session, takedown: Takedown) -> list[str]:
+def evidence_refs(session, takedown: Takedown) -> list[str]:
     refs = []
     caps = session.execute(select(Capture).where(Capture.url == takedown.url, Capture.status == "ok")
                            .order_by(Capture.id).limit(3)).scalars().all()
@@ -181,7 +266,7 @@ def context_for(instance, session, takedown: Takedown, route: str) -> dict:
         "org": {"name": settings.org_name, "email": settings.org_email or settings.smtp_from, "phone": settings.org_phone,
                 "address": settings.org_address, "responsible": settings.org_responsible},
         "recipient": route, "category": category, "urls": urls, "ref": f"KESU-{takedown.id}",
-        "evidence": _evidence_refs(session, takedown),
+        "evidence": evidence_refs(session, takedown),
         "domain": domain.domain if domain else host,
         "site_label": (f"{domain.site_name} ({domain.domain})" if domain and domain.site_name else
                        (domain.domain if domain else host)),
@@ -206,7 +291,15 @@ def signing_fingerprint(instance) -> str:
     return fingerprint(key)
 
 
+def render_template(name: str, context: dict) -> str:
+    """A notice template's text, blank runs folded (notices and escalation packages)."""
+    text = _env.get_template(name).render(**context)
+    return re.sub(r"\n{3,}", "\n\n", text.replace("\r\n", "\n")).strip() + "\n"
+
+
 def render(instance, session, takedown: Takedown, route: str, language: str) -> Rendered:
+    """The notice's text. Refused (RouteRefused, naming the field) when a setting or a field that
+    the applicable regimes require is missing: never sent half-valid."""
     case = session.get(Case, takedown.case_id)
     category = case.category if case else None
     name = template_name(language, category, route)
@@ -215,16 +308,45 @@ def render(instance, session, takedown: Takedown, route: str, language: str) -> 
         needs = required_fields(category, route)
         raise MissingSettings(missing, "a notice needs " + "; ".join(
             f"{needs[m]} (setting {m}, KESU_{m.upper()})" for m in missing))
+    domain = session.get(Domain, takedown.domain_id) if takedown.domain_id else None
+    strongest, found = regimes.strongest_notice_regime(domain, category, route)
     context = context_for(instance, session, takedown, route)
     context["rights"] = rights_text(category, language)
-    text = _env.get_template(name).render(**context)
-    text = re.sub(r"\n{3,}", "\n\n", text.replace("\r\n", "\n")).strip() + "\n"
+    context["label"] = label_for(language)
+    consent = consent_of(instance, case) if (found or route in ("site", "host")) else {}
+    context["hashes_attached"] = consent.get("share_hashes") is True and route in ("site", "host")
+    signer = signer_for(instance.settings, consent, language)
+    context["signer"] = signer
+    context["regime"] = None
+    if strongest is not None:
+        for field in strongest.fields:       # the notice cites the strongest and carries what it requires
+            problems = field_problems(field, instance.settings, signer, context["urls"])
+            if problems:
+                raise RouteRefused(f"a notice under {strongest.name.en} must carry "
+                                   f"{regimes.FIELDS[field]['what']} ({field}): missing " + "; ".join(problems))
+        window = route_window(strongest, category)
+        due = utcnow() + window
+        context["act_by"] = due.strftime("%Y-%m-%d %H:%M UTC") if window < timedelta(days=3) else due.strftime("%Y-%m-%d")
+        context["regime"] = {
+            "id": strongest.id, "template": strongest.templates[language if language in LANGUAGES else "en"],
+            "law": strongest.law.get(language), "counted_from": strongest.deadline.counted_from.get(language),
+            "due": (context["act_by"] + (" (目安)" if language == "ja" else " (approximate)")
+                    if strongest.deadline.approximate else context["act_by"]),
+            "others": [r.law.get(language) for r in found[1:]],
+        }
+    text = render_template(name, context)
+    if strongest is not None:
+        label = context["label"]
+        absent = [f for f in regimes.required([strongest]) if label(f) not in text]
+        if absent:                          # a template that lost a field: refuse rather than send it
+            raise RouteRefused(f"the notice text ({name}) lacks what {strongest.name.en} requires: "
+                               + ", ".join(f"{regimes.FIELDS[f]['what']} ({f})" for f in absent))
     first, _, body = text.partition("\n")
     subject = re.sub(r"^(Subject|件名):\s*", "", first).strip()
-    domain = session.get(Domain, takedown.domain_id) if takedown.domain_id else None
     channel, address, forms = route_address(domain, route, domain.country if domain else None)
     return Rendered(subject=subject, body=body.lstrip("\n"), template=name, route=route, language=language,
-                    channel=channel, address=address, forms=forms)
+                    channel=channel, address=address, forms=forms, regime=strongest.id if strongest else None,
+                    regimes=tuple(r.id for r in found), hashes=context["hashes_attached"])
 
 
 # --- the archive: exactly what was sent, sealed to the case (org key: older rows) ------------------
@@ -319,6 +441,7 @@ def event(session, takedown_id: int, kind: str, actor: str = "", **detail) -> No
 def prepare(instance, takedown_id: int, route: str, language: str, actor: str = "",
             address: str | None = None, again: bool = False) -> int:
     """The notice for this takedown and route, made once (a second click returns the same one)."""
+    hashes = hash_list(instance, takedown_id, route, actor or "system")
     with instance.session() as s:
         takedown = s.get(Takedown, takedown_id, with_for_update=True)
         if takedown is None:
@@ -336,16 +459,35 @@ def prepare(instance, takedown_id: int, route: str, language: str, actor: str = 
         if to and not re.fullmatch(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+", to):
             raise ValueError(f"not an e-mail address: {to!r}")
         notice = Notice(takedown_id=takedown_id, route=route, recipient=to, language=language, channel=channel,
-                        state="ready" if channel == "email" else "form_ready")
+                        state="ready" if channel == "email" else "form_ready", regime=r.regime)
         s.add(notice)
         s.flush()
         notice.message_id = f"<kesu.{notice.id}.{secrets.token_hex(6)}@{mail_domain(instance)}>"
         msg = message(instance, to or "(contact form)", r.subject, r.body, notice.message_id)
+        if r.hashes and hashes:
+            msg.add_attachment(hashes, maintype="text", subtype="csv", filename="hashes.csv")
         notice.archived = archive_for_case(instance, s, takedown.case_id, notice.id,
                                            msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")))
         event(s, takedown_id, "notice", actor, notice=notice.id, route=route, language=language, channel=channel,
-              template=r.template)
+              template=r.template, regime=r.regime, hashes=r.hashes)
         return notice.id
+
+
+def hash_list(instance, takedown_id: int, route: str, actor: str) -> bytes | None:
+    """Her hash list (PDQ and MD5) for a notice to the site or its host, only with her consent to
+    share hashes (workers.matching.banks checks it again and audits the export); None otherwise.
+    Made before the notice's transaction, whose row locks the export's audit entry would wait on."""
+    if route not in ("site", "host"):
+        return None
+    with instance.session() as s:
+        takedown = s.get(Takedown, takedown_id)
+        case = s.get(Case, takedown.case_id) if takedown else None
+        consent = consent_of(instance, case)
+    if consent.get("share_hashes") is not True:
+        return None
+    from workers.matching import banks
+    data, summary = banks.export_case(instance, case.id, "csv", actor=actor)
+    return data if (summary["pdq"] or summary["md5"]) else None
 
 
 def enqueue(instance, notice_id: int) -> bool:
@@ -531,18 +673,27 @@ def record_sent(instance, session, notice: Notice, actor: str, by_hand: bool = F
     Returns the id of the victim's confirmation to send once this transaction commits (or None)."""
     takedown = session.get(Takedown, notice.takedown_id, with_for_update=True)
     case = session.get(Case, takedown.case_id)
-    now = utcnow()
+    now = notice.sent_at or utcnow()          # the clocks start when it went out
+    regime = regimes.get(notice.regime) if notice.route not in predict.PARALLEL else None
+    legal = legal_window(regime)
+    if legal is not None:
+        notice.deadline_at = now + legal
+        if takedown.legal_deadline_at is None:          # the first legal clock is what statistics count
+            takedown.regime, takedown.legal_deadline_at = regime.id, notice.deadline_at
     if notice.route not in predict.PARALLEL:
         takedown.route = notice.route
-        takedown.deadline_at = now + timedelta(days=deadline_days(case.category if case else None))
+        takedown.deadline_at = now + route_window(regime, case.category if case else None)
         takedown.proposal = None
+        schedule_deadline_check(session, takedown.id, takedown.deadline_at)
     takedown.requested_at = takedown.requested_at or now
     if takedown.status in ("ongoing", "on_hold"):
         takedown.status = "requested"
     takedown.updated_at = now
     event(session, takedown.id, "sent", actor, notice=notice.id, route=notice.route, by_hand=by_hand,
           message_id=notice.message_id)
-    schedule_recheck(session, takedown.id, now + timedelta(seconds=RECHECK_EVERY_S))
+    # before the deadline: at half of a short window, else after a day
+    before = min(timedelta(seconds=RECHECK_EVERY_S), (legal or timedelta(seconds=2 * RECHECK_EVERY_S)) / 2)
+    schedule_recheck(session, takedown.id, now + before)
     if case is not None and notice.route not in predict.PARALLEL:
         return _queue_victim_confirmation(instance, session, case, notice)
     return None
@@ -555,6 +706,17 @@ def schedule_recheck(session, takedown_id: int, due_at) -> None:
         session.add(Schedule(kind="recheck", ref=str(takedown_id), due_at=due_at, interval_s=RECHECK_EVERY_S))
     else:
         row.due_at = min(row.due_at, due_at)
+
+
+def schedule_deadline_check(session, takedown_id: int, deadline_at) -> None:
+    """A one-off re-check just after the route's deadline (kind "deadline"), beside the daily ones."""
+    due = deadline_at + timedelta(minutes=1)
+    row = session.execute(select(Schedule).where(Schedule.kind == "deadline", Schedule.ref == str(takedown_id))
+                          ).scalars().first()
+    if row is None:
+        session.add(Schedule(kind="deadline", ref=str(takedown_id), due_at=due, interval_s=None))
+    else:
+        row.due_at = due
 
 
 # --- the victim hears back ----------------------------------------------------------------------

@@ -34,7 +34,7 @@ from store.models import Domain, Takedown, utcnow
 log = logging.getLogger("kesu.predict")
 
 ROUTES = ("site", "host", "registrar", "search_engine", "hotline", "lawyer")
-PARALLEL = frozenset({"search_engine"})
+PARALLEL = frozenset({"search_engine", "regulator"})    # beside the platform route, never instead of it
 LEVELS = ("kind", "country", "hosting", "domain")        # general -> specific
 OUTCOME = {"removed": 1.0, "partly_removed": 0.5, "still_up": 0.0, "on_hold": 0.0}
 WITHIN_DAYS = 7
@@ -253,8 +253,31 @@ def predict_domain(session, domain: Domain, history: History | None = None, now=
     result["routes"] = {r: {k: v for k, v in estimate(h, path, route=r, now=now).items()
                             if k in ("p_remove", "n", "p_within")}
                         for r in ("site", "host", "registrar")}
+    result["regimes"] = deadline_compliance(session, domain, now)
     result["updated"] = (now or utcnow()).isoformat(timespec="seconds")
     return result
+
+
+def deadline_compliance(session, domain: Domain, now=None) -> dict:
+    """Per regime this domain has had legal notices under: the chance it removes within the legal
+    deadline, its own record (removed within / past the deadline, from workers.takedown.compliance)
+    partially pooled toward every platform's record under that regime (Beta-Binomial, as above)."""
+    from workers.takedown import compliance
+    everywhere: dict[str, list] = {}
+    for row in compliance.rows(session):
+        everywhere.setdefault(row[0], []).append(row)
+    here = {}
+    for row in compliance.rows(session, domain_id=domain.id):
+        here.setdefault(row[0], []).append(row)
+    out = {}
+    for regime_id, mine in here.items():
+        overall = compliance.summarise(everywhere.get(regime_id, []), now)
+        own = compliance.summarise(mine, now)
+        post = pooled([(overall["within"], overall["decided"], 0.0), (own["within"], own["decided"], M_DEFAULT)])[-1]
+        lo, hi = post.interval()
+        out[regime_id] = {"p_within": round(post.mean, 4), "interval": [round(lo, 4), round(hi, 4)],
+                          "n": own["decided"], "n_all": overall["decided"], "median_hours": own["median_hours"]}
+    return out
 
 
 def update_domain(instance, domain_id: int) -> dict | None:

@@ -5,9 +5,10 @@ serves other bytes (its keyed SHA-256 differs). A page that answers 404 while th
 showed is still served at its own URL is still up. Some gone, some not: partly removed. A
 network error proves nothing and changes nothing, and every outcome carries its reason.
 Re-checks leave through `crawl_proxy` like the crawler, so they never come from the
-organisation's own address when a proxy is set. Past the route's deadline (2 days under the
-revenge porn act art. 4 / AV act art. 16, else 7), a URL still up gets the next route proposed
-(site -> host -> registrar -> hotline -> lawyer) for staff to send in one click.
+organisation's own address when a proxy is set. Past the route's deadline (the cited regime's
+legal deadline, regimes/*.toml; else 2 days under the revenge porn act art. 4 / AV act art. 16, else 7),
+a URL still up gets the next route proposed: the regime's escalation (workers/takedown/escalation.py)
+where a legal deadline passed, else site -> host -> registrar -> hotline -> lawyer.
 
 Schedules live in the database (workers/schedule.py): a "recheck" row per takedown with an
 interval, so a job lost with a flushed Redis simply runs at the next interval; once removed,
@@ -24,7 +25,7 @@ from sqlalchemy import select
 from crypto import envelope
 from store.models import Case, Domain, Schedule, Takedown, utcnow
 from workers.net.fetch import Fetcher, FetchError, Response
-from workers.takedown import predict
+from workers.takedown import escalation, predict
 from workers.takedown.notify import event
 
 log = logging.getLogger("kesu.recheck")
@@ -182,12 +183,19 @@ def run_check(instance, takedown_id: int, fetch=None, now=None) -> dict:
             elif overdue or before in ("still_up",):
                 td.status = "still_up"
             if overdue and td.proposal is None:
-                case = s.get(Case, td.case_id)
-                domain = s.get(Domain, td.domain_id) if td.domain_id else None
-                steps = predict.recommend_routes(domain, case.category if case else None,
-                                                 domain.prediction if domain else None)
-                td.proposal = predict.next_route(steps, td.route) or "lawyer"
-                event(s, td.id, "proposal", "worker", route=td.proposal, after=td.route)
+                # past a legal deadline: the regime's escalation (regulator, delisting, host...) first
+                legal = escalation.first_open(s, td) if td.regime else None
+                if legal is not None:
+                    td.proposal = legal
+                    event(s, td.id, "proposal", "worker", route=legal, after=td.route, regime=td.regime,
+                          overdue_h=round(escalation.overdue_hours(td.deadline_at, now), 1))
+                else:
+                    case = s.get(Case, td.case_id)
+                    domain = s.get(Domain, td.domain_id) if td.domain_id else None
+                    steps = predict.recommend_routes(domain, case.category if case else None,
+                                                     domain.prediction if domain else None)
+                    td.proposal = predict.next_route(steps, td.route) or "lawyer"
+                    event(s, td.id, "proposal", "worker", route=td.proposal, after=td.route)
         td.updated_at = now if td.status != before else td.updated_at
         event(s, td.id, "check", "worker", outcome=result["outcome"], http=result.get("http"), why=result["why"],
               media=result.get("media"), status=td.status)
