@@ -88,3 +88,15 @@ def test_plain_only_when_the_administrator_says_so_and_never_with_a_password(ins
         with pytest.raises(notify._Retry, match="password without TLS"):
             _send(instance_for(port, smtp_security="none", smtp_user="kesu", smtp_password="s3cret"))
     assert rec.secure == [False] and rec.logins == []
+
+
+def test_mail_in_the_clear_and_unverifiable_timestamps_are_health_problems(shared_instance):
+    from workers.system import health
+    settings = shared_instance.settings
+    settings.smtp_security, settings.tsa_url, settings.tsa_ca_file = "none", "http://127.0.0.1:9/tsa", ""
+    codes = [p["code"] for p in health.problem_codes(health.collect(shared_instance))]
+    assert "mail_in_clear" in codes and "timestamps_unchecked" in codes
+    settings.smtp_security, settings.tsa_ca_file = "starttls", "/etc/tsa-ca.pem"
+    codes = [p["code"] for p in health.problem_codes(health.collect(shared_instance))]
+    assert "mail_in_clear" not in codes and "timestamps_unchecked" not in codes
+    settings.tsa_url, settings.tsa_ca_file = "", ""

@@ -307,6 +307,8 @@ def collect(instance) -> dict:
     status["notice_settings_missing"] = missing_fields(settings, None, "*")
     status["browser"] = browser_isolation()
     status["crawl_allow_private"] = bool(settings.crawl_allow_private)
+    status["mail_in_clear"] = settings.smtp_security == "none"
+    status["timestamps_unchecked"] = bool(settings.tsa_url and not settings.tsa_ca_file)
     status["problem_codes"] = problem_codes(status)
     status["problems"] = problems(status)
     return status
@@ -331,6 +333,8 @@ PROBLEMS = {
     "notice_settings": "notices are refused until these settings are set: {names}",
     "browser_unsandboxed": "the crawler's Chromium runs without its sandbox: {why}",
     "guard_lifted": "crawl_allow_private is on: the crawler and re-checks may reach private and loopback addresses",
+    "mail_in_clear": "smtp_security is none: notice mail leaves without TLS",
+    "timestamps_unchecked": "tsa_url is set without tsa_ca_file: timestamp tokens cannot be verified",
 }
 BACKUP_MAX_DAYS = 7
 
@@ -387,6 +391,10 @@ def problem_codes(status: dict) -> list[dict]:
         out.append({"code": "browser_unsandboxed", "why": browser.get("why", "")})
     if status.get("crawl_allow_private"):
         out.append({"code": "guard_lifted"})
+    if status.get("mail_in_clear"):
+        out.append({"code": "mail_in_clear"})
+    if status.get("timestamps_unchecked"):
+        out.append({"code": "timestamps_unchecked"})
     return out
 
 
