@@ -367,3 +367,51 @@ def _pings_http(url) -> bool:
 
 def _logs(folder: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in sorted(folder.glob("*.log")))
+
+
+def test_crawl_workers_ask_the_one_matcher_and_a_withdrawal_reaches_it(tmp_path, redis_url):
+    """With a `kesu worker --queues match` running, the crawl hook asks it over the queue (signals
+    sealed in the question, never plaintext in Redis) and builds no index of its own; a case
+    withdrawn elsewhere stops matching in the matcher within seconds, not at its 30 s refresh."""
+    import json
+
+    import redis
+    from conftest import redis_dump
+
+    from crypto.sealing import seal, unb64
+    from store import cases
+    from workers.capture.crawl import match_media
+    from workers.cases import takein
+    from workers.matching import matcher
+    from workers.system.queue import workers_listening
+    inst = make_instance(tmp_path / "a", f"sqlite:///{tmp_path / 'kesu.db'}", redis_url=redis_url)
+    secret_hash = "9c" * 32
+    payload = {"version": 1, "category": "deepfake", "language": "en", "known_urls": [], "contact": None,
+               "consent": {"takedown": True, "hotline": False, "share_hashes": True, "at": "2026-12-07"},
+               "signals": [{"type": "sha256", "hash": secret_hash, "item": "p1"}],
+               "items": [{"item": "p1", "kind": "photo", "label": ""}]}
+    key_id, public = inst.public_key()
+    _n, _p, case_id, sid = cases.create_case(inst, key_id, seal(unb64(public), json.dumps(payload).encode()))
+    assert takein.take_in_submission(inst, sid)["status"] == "taken_in"
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--queues", "match"], cwd=ROOT,
+                            env=worker_env(tmp_path / "a", inst.settings.database_url, redis_url),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not workers_listening(inst.settings, "match"):
+            assert proc.poll() is None and time.monotonic() < deadline, "the matcher did not start"
+            time.sleep(0.2)
+        matcher.reset()
+        signals = {"sha256": secret_hash, "md5": "0" * 32, "pdq": [], "vpdq": [], "faces": [], "url": "http://x/a.png"}
+        found = match_media(inst, signals)
+        assert [(c["case"], c["kind"]) for c in found] == [(case_id, "sha256")]
+        assert not matcher.loaded()                              # the asking process built no index
+        assert secret_hash.encode() not in redis_dump(redis.Redis.from_url(redis_url))
+        cases.withdraw(inst, case_id)                            # withdrawn here, not in the matcher
+        t = time.monotonic()
+        while match_media(inst, signals):
+            assert time.monotonic() - t < 10, "the matcher kept a withdrawn case"
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -69,13 +69,15 @@ def run_job(job_id: int) -> dict:
 def match_media(instance, media_signals: dict) -> list[dict]:
     """The matcher hook: [{"case": int, "kind", "distance", "confidence"}] for one media.
 
-    Until a matcher module exists it answers nothing."""
-    try:
-        from workers.matching import matcher
-    except ImportError:
-        return []
-    fn = getattr(matcher, "match_media", None)
-    return list(fn(instance, media_signals, url=media_signals.get("url", "")) or []) if fn else []
+    Asks the long-lived matcher (the `match` queue's worker) when one runs, so a crawl worker
+    builds no index and opens no case's signals; with no matcher running (a lone `kesu crawl`)
+    it matches in this process."""
+    from workers.matching import matcher
+    url = media_signals.get("url", "")
+    answer = matcher.ask(instance, media_signals, url)
+    if answer is not None:
+        return answer
+    return list(matcher.match_media(instance, media_signals, url=url) or [])
 
 
 # --- helpers ------------------------------------------------------------------------------

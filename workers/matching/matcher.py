@@ -19,6 +19,7 @@ written is a Match row: ids, kind, distance, confidence and non-signal evidence.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ import time
 from sqlalchemy import func, select
 
 from crypto import envelope
+from crypto.sealing import unseal
 from store import casekeys
 from store.models import Capture, Case, Match, Media, Signal
 from store.urls import site_of
@@ -37,6 +39,8 @@ from workers.system import context
 log = logging.getLogger("kesu.match")
 
 REFRESH_SECONDS = 30
+ASK_SECONDS = 60                        # a crawl worker waits this long for the matcher's answer
+WITHDRAWN_CHECK_SECONDS = 1.0           # every matcher notices a withdrawal within about this
 MODEL_FILE = "confidence-model.json"
 
 _lock = threading.RLock()
@@ -85,9 +89,25 @@ def matcher(instance=None, refresh_if_older: float = REFRESH_SECONDS) -> Index:
             _counts.clear()
             refresh(instance)
             seed_cohort(instance, _index)
-        elif time.monotonic() - _checked_at > refresh_if_older:
+        elif time.monotonic() - _checked_at > refresh_if_older or _withdrawn_changed(instance):
             refresh(instance)
         return _index
+
+
+_withdrawn: tuple[float, int | None] = (0.0, None)
+
+
+def _withdrawn_changed(instance) -> bool:
+    """A case was withdrawn since the last look (one cheap count, at most once a second): every
+    matcher process drops it within about a second, not at its next 30 s refresh."""
+    global _withdrawn
+    if time.monotonic() - _withdrawn[0] < WITHDRAWN_CHECK_SECONDS:
+        return False
+    with instance.session() as s:
+        n = int(s.execute(select(func.count()).select_from(Case).where(Case.status == "withdrawn")).scalar() or 0)
+    changed = n != _withdrawn[1]            # the first look refreshes too: it has no baseline
+    _withdrawn = (time.monotonic(), n)
+    return changed
 
 
 def refresh(instance=None) -> dict:
@@ -129,6 +149,11 @@ def seed_cohort(instance, index: Index, limit: int = COHORT_SEED_MEDIA) -> int:
         found = [media_signals(instance, m, s) for m in rows]
     vectors = [f["descriptor"] for sig in found if sig for f in sig.get("faces") or [] if f.get("descriptor")]
     return index.cohort.add(vectors) if vectors else 0
+
+
+def loaded() -> bool:
+    """Whether this process holds an index (a crawl worker that asks over the queue never does)."""
+    return _index is not None
 
 
 def reset() -> None:
@@ -310,6 +335,37 @@ def case_withdrawn(case_id) -> dict:
 
 def refresh_job(_ref: str = "") -> dict:
     return refresh(context.instance())
+
+
+def answer(sealed: bytes, url: str = "") -> list[dict]:
+    """RQ job on the `match` queue: a crawl worker's question. `sealed` is one media's signals
+    sealed to the org public key (never plaintext in Redis); the answer is candidates (case ids,
+    kinds, distances, non-signal evidence), as `match_media` gives them. Writes nothing."""
+    instance = context.instance()
+    signals = json.loads(unseal(instance.private_keys().private_key, sealed))
+    return match_media(instance, signals, url)
+
+
+def ask(instance, signals: dict, url: str = "", timeout: float = ASK_SECONDS) -> list[dict] | None:
+    """Ask the long-lived matcher over the queue (the crawler's way: it builds no index and opens
+    no case's signals). None when no matcher listens or none answered in time."""
+    from crypto.sealing import seal, unb64
+    from workers.system.queue import connection, queue, workers_listening
+    settings = instance.settings
+    if not workers_listening(settings, "match"):
+        return None
+    public = unb64(instance.public_key()[1])
+    conn = connection(settings)
+    job = queue(settings, "match", conn).enqueue(
+        "workers.matching.matcher.answer", seal(public, json.dumps(signals, separators=(",", ":")).encode()), url,
+        result_ttl=60, failure_ttl=600, job_timeout=max(30, int(timeout)), at_front=True,
+        description="answer(sealed signals)")
+    result = job.latest_result(timeout=int(timeout))
+    if result is None or result.type != result.Type.SUCCESSFUL:
+        log.warning("the matcher did not answer in %.0f s", timeout)
+        job.cancel()
+        return None
+    return list(result.return_value or [])
 
 
 def match_media_job(media_id) -> list[int]:
