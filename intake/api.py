@@ -81,7 +81,8 @@ def unexpected(exc):
     """An unexpected error: logged with the route template (web._App), answered in JSON."""
     current_app.log_exception((type(exc), exc, exc.__traceback__))
     if not request.path.startswith(bp.url_prefix + "/"):
-        return InternalServerError()
+        from intake.main import error_page  # a page: the quick exit and a person stay
+        return error_page(InternalServerError())
     return _error(500, "server_error", "Something went wrong on our side. Nothing was changed.")
 
 

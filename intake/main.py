@@ -56,9 +56,8 @@ def error_page(exc):
     """An error still offers the quick exit and a person (the API answers JSON, as §6.3 says)."""
     code = getattr(exc, "code", 500) or 500
     if request.path.startswith("/api/"):
-        if code >= 500:
-            return {"error": "internal", "message": "Something went wrong on our side."}, code
-        return {"error": "not_found", "message": "No such API route."}, code
+        from intake.api import http_error  # the API's one home for its JSON errors
+        return http_error(exc)
     return render_template("intake/error.html", page_name="error", page_script="intake.js", code=code,
                            **page_context()), code
 
