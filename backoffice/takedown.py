@@ -42,6 +42,28 @@ def regime_name(regime_id: str | None) -> str:
     return regime.name.get(str(get_locale() or "en"))
 
 
+def regime_refusal(exc: "notify.MissingRegimeField") -> str:
+    """A notice refused for a field its regime requires, in the staff member's language."""
+    from flask_babel import get_locale
+    lang = "ja" if str(get_locale() or "en") == "ja" else "en"
+    missing = []
+    for code in exc.codes:
+        if code == "consent":
+            missing.append(_("her consent to act on her behalf, taken at intake (this case does not show it)"))
+        elif code == "capacity":
+            missing.append(_("a valid notice_capacity (representative or lawyer)"))
+        elif code.startswith("setting:"):
+            missing.append(_("the setting %(name)s", name=f"KESU_{code.split(':', 1)[1].upper()}"))
+        else:
+            missing.append(_("the URL"))
+    return _("Not ready: a notice under %(law)s must carry “%(field)s”; missing: %(missing)s.",
+             law=regime_name(exc.regime), field=regimes.FIELDS[exc.field][lang], missing="; ".join(missing))
+
+
+def refusal_text(exc: Exception) -> str:
+    return regime_refusal(exc) if isinstance(exc, notify.MissingRegimeField) else str(exc)
+
+
 def overdue_text(hours: float | None) -> str:
     if hours is None:
         return "—"
@@ -140,6 +162,8 @@ def item(takedown_id):
         except notify.MissingSettings as exc:
             refused = _("Notices are refused until these settings are set: %(names)s.",
                         names=", ".join(f"KESU_{m.upper()}" for m in exc.missing))
+        except notify.MissingRegimeField as exc:
+            refused = regime_refusal(exc)
         except notify.RouteRefused as exc:
             refused = str(exc)
         notices = s.execute(select(Notice).where(Notice.takedown_id == td.id, Notice.channel != "victim")
@@ -189,7 +213,7 @@ def send(takedown_id):
             try:
                 preview = notify.render(instance, s, td, route, lang)
             except notify.RouteRefused as exc:
-                flash(_("Not sent: %(reason)s", reason=str(exc)), "error")
+                flash(_("Not sent: %(reason)s", reason=refusal_text(exc)), "error")
                 return redirect(url_for("takedown.item", takedown_id=takedown_id, route=route, notice_lang=lang))
         return render_template("backoffice/takedown_confirm.html", td=td, route=route, lang=lang, address=address,
                                again=again, preview=preview, route_labels=route_labels())
@@ -199,7 +223,7 @@ def send(takedown_id):
     except KeyError:
         abort(404)
     except (notify.RouteRefused, ValueError) as exc:
-        flash(_("Not sent: %(reason)s", reason=str(exc)), "error")
+        flash(_("Not sent: %(reason)s", reason=refusal_text(exc)), "error")
         return redirect(url_for("takedown.item", takedown_id=takedown_id, route=route, notice_lang=lang))
     with instance.session() as s:
         notice = s.get(Notice, notice_id)

@@ -56,6 +56,12 @@ def worker(queues, passphrase_stdin, burst):
     instance = open_instance(unlock=True, passphrase_stdin=passphrase_stdin,
                              check="secrets" if set(names) <= {"crawl"} else "keystore")
     context.set_instance(instance)
+    if "default" in names:             # notices cite the legal regimes: a bad file stops the start
+        from workers.takedown import regimes
+        try:
+            regimes.regimes()
+        except regimes.RegimeError as exc:
+            fail(str(exc))
     if "crawl" in names:
         from workers.capture.chromium import sandbox_plan
         plan = sandbox_plan()

@@ -88,12 +88,25 @@ def test_a_missing_field_refuses_the_notice_naming_it(inst, tmp_path):
     dom = make_domain(inst, "covered.example", take_it_down=True)
     # no consent readable for this case (no details): the signature's basis is missing
     td = make_takedown(inst, make_case(inst), dom, "https://covered.example/v/1")
-    with pytest.raises(notify.RouteRefused, match=r"TAKE IT DOWN Act.*signature.*consent\.takedown"):
+    with pytest.raises(notify.MissingRegimeField, match=r"TAKE IT DOWN Act.*signature.*consent\.takedown") as refused:
         _render(inst, td, "site", "en")
+    assert (refused.value.regime, refused.value.field, refused.value.codes) == ("us_take_it_down", "signature",
+                                                                                ["consent"])
     with pytest.raises(notify.RouteRefused, match=r"\(signature\)"):
         notify.prepare(inst, td, "site", "en", address="abuse@covered.example")
     with inst.session() as s:
         assert s.execute(select(Notice)).first() is None                 # nothing half-made
+    # the staff member reads it in her language, and the send button is not offered
+    from conftest import csrf, staff_client
+    client = staff_client(inst)
+    page = client.get(f"/takedowns/{td}?lang=ja").get_data(as_text=True)
+    assert ("送付できません：TAKE IT DOWN法（米国） に基づく通知には「代理人の署名」が必要です。"
+            "不足：受付時に得た、本人に代わって手続を行うことへの本人の同意") in page
+    assert 'id="send-form"' not in page
+    token = csrf(client, "/takedowns/")
+    client.post(f"/takedowns/{td}/send", data={"route": "site", "lang": "en", "csrf_token": token, "confirm": "1"})
+    with inst.session() as s:
+        assert s.execute(select(Notice)).first() is None                 # the back office cannot force it either
     # signed by a lawyer, but no lawyer named
     td2 = make_takedown(inst, make_case(inst, contact=""), dom, "https://covered.example/v/2")
     inst.settings.notice_capacity = "lawyer"

@@ -305,6 +305,11 @@ def collect(instance) -> dict:
     status["contact_missing"] = settings.missing_contact()
     from workers.takedown.notify import missing_fields
     status["notice_settings_missing"] = missing_fields(settings, None, "*")
+    from workers.takedown import regimes
+    try:
+        status["regimes"] = sorted(regimes.load_all())      # read again: a file edited since start shows here
+    except regimes.RegimeError as exc:
+        status["regimes"], status["regimes_error"] = [], str(exc)
     status["browser"] = browser_isolation()
     status["crawl_allow_private"] = bool(settings.crawl_allow_private)
     status["mail_in_clear"] = settings.smtp_security == "none"
@@ -331,6 +336,7 @@ PROBLEMS = {
     "no_backup": "no backup yet (kesu backup DIR)",
     "backup_old": "last backup is {days} days old",
     "notice_settings": "notices are refused until these settings are set: {names}",
+    "regimes_bad": "a legal regime file is bad: {error}",
     "browser_unsandboxed": "the crawler's Chromium runs without its sandbox: {why}",
     "guard_lifted": "crawl_allow_private is on: the crawler and re-checks may reach private and loopback addresses",
     "mail_in_clear": "smtp_security is none: notice mail leaves without TLS",
@@ -386,6 +392,8 @@ def problem_codes(status: dict) -> list[dict]:
                 out.append({"code": "backup_old", "days": days})
     if status.get("notice_settings_missing"):
         out.append({"code": "notice_settings", "names": ", ".join(status["notice_settings_missing"])})
+    if status.get("regimes_error"):
+        out.append({"code": "regimes_bad", "error": status["regimes_error"]})
     browser = status.get("browser") or {}
     if browser and not browser.get("sandbox"):
         out.append({"code": "browser_unsandboxed", "why": browser.get("why", "")})

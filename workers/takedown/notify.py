@@ -103,6 +103,14 @@ class MissingSettings(RouteRefused):
         self.missing = missing
 
 
+class MissingRegimeField(RouteRefused):
+    """A notice refused because the regime it cites requires a field it cannot carry."""
+
+    def __init__(self, regime: str, field: str, codes: list[str], message: str):
+        super().__init__(message)
+        self.regime, self.field, self.codes = regime, field, codes
+
+
 def deadline_days(category: str | None) -> int:
     return 2 if category in TWO_DAY_RULE else 7
 
@@ -148,19 +156,20 @@ def consent_of(instance, case) -> dict:
 
 
 def signer_for(settings, consent: dict, language: str) -> dict:
-    """{"name", "capacity", "basis", "problems": [(field, what is missing)]}."""
+    """{"name", "capacity", "basis", "problems": [(code, what is missing)]}; a code is "capacity",
+    "consent" or "setting:<name>" (the back office words each in the staff member's language)."""
     capacity = (settings.notice_capacity or "representative").strip()
     problems = []
     if capacity not in CAPACITIES:
-        problems.append(f"notice_capacity must be one of {', '.join(CAPACITIES)}, not {capacity!r}")
+        problems.append(("capacity", f"notice_capacity must be one of {', '.join(CAPACITIES)}, not {capacity!r}"))
         capacity = "representative"
     name = (settings.notice_lawyer if capacity == "lawyer" else settings.org_responsible).strip()
     if not name:
         setting = "notice_lawyer" if capacity == "lawyer" else "org_responsible"
-        problems.append(f"the name of who signs (setting {setting}, KESU_{setting.upper()})")
+        problems.append((f"setting:{setting}", f"the name of who signs (setting {setting}, KESU_{setting.upper()})"))
     if consent.get("takedown") is not True:
-        problems.append("her consent to act on her behalf (consent.takedown, taken at intake), "
-                        "which this case does not show")
+        problems.append(("consent", "her consent to act on her behalf (consent.takedown, taken at intake), "
+                                    "which this case does not show"))
     text = SIGNER_TEXT["ja" if language == "ja" else "en"]
     org = settings.org_name
     return {"name": name, "capacity": text[capacity].format(org=org),
@@ -168,19 +177,20 @@ def signer_for(settings, consent: dict, language: str) -> dict:
             "problems": problems}
 
 
-def field_problems(field: str, settings, signer: dict, urls: list) -> list[str]:
+def field_problems(field: str, settings, signer: dict, urls: list) -> list[tuple[str, str]]:
     """What is missing for one required field of a regime (empty: it can be carried)."""
     if field == "location":
-        return [] if urls else ["the URL"]
+        return [] if urls else [("url", "the URL")]
     if field == "signature":
         return signer["problems"]
     if field == "contact":
-        return [f"{what} (setting {name}, KESU_{name.upper()})" for name, what in
+        return [(f"setting:{name}", f"{what} (setting {name}, KESU_{name.upper()})") for name, what in
                 (("org_email", "an e-mail address"), ("org_address", "a postal address")) if not getattr(settings, name)]
     if field == "notifier":
-        missing = [f"the organisation's {what} (setting {name}, KESU_{name.upper()})" for name, what in
+        missing = [(f"setting:{name}", f"the organisation's {what} (setting {name}, KESU_{name.upper()})")
+                   for name, what in
                    (("org_name", "name"), ("org_email", "e-mail address")) if not getattr(settings, name)]
-        return missing + [p for p in signer["problems"] if "signs" in p]
+        return missing + [p for p in signer["problems"] if p[0].startswith("setting:")]
     return []                               # statements and the category's text: in the templates
 
 
@@ -322,8 +332,10 @@ def render(instance, session, takedown: Takedown, route: str, language: str) -> 
         for field in strongest.fields:       # the notice cites the strongest and carries what it requires
             problems = field_problems(field, instance.settings, signer, context["urls"])
             if problems:
-                raise RouteRefused(f"a notice under {strongest.name.en} must carry "
-                                   f"{regimes.FIELDS[field]['what']} ({field}): missing " + "; ".join(problems))
+                raise MissingRegimeField(strongest.id, field, [code for code, _ in problems],
+                                         f"a notice under {strongest.name.en} must carry "
+                                         f"{regimes.FIELDS[field]['what']} ({field}): missing "
+                                         + "; ".join(text for _, text in problems))
         window = route_window(strongest, category)
         due = utcnow() + window
         context["act_by"] = due.strftime("%Y-%m-%d %H:%M UTC") if window < timedelta(days=3) else due.strftime("%Y-%m-%d")
