@@ -27,3 +27,17 @@ def test_an_error_page_keeps_the_exit_and_a_person(client, path, code, lang, per
 def test_the_api_still_answers_json(client):
     r = client.get("/api/v1/no-such-route")
     assert r.status_code == 404 and r.is_json and r.get_json()["error"] == "not_found"
+
+
+def test_help_lines_carry_their_source_and_an_instance_may_replace_them(instance):
+    from intake.helplines import HELPLINES
+    for lines in HELPLINES.values():
+        assert lines and all(line["source"].startswith("https://") and line["checked"] and "review" in line["review"]
+                             for line in lines)
+    client = create_app(instance).test_client()
+    assert "#8891" in client.get("/?lang=ja").get_data(as_text=True)
+    instance.settings.extra["helplines_ja"] = '[{"name": "地域の相談窓口", "phone": "0120-000-000"}]'
+    html = client.get("/?lang=ja").get_data(as_text=True)
+    assert "地域の相談窓口" in html and "0120-000-000" in html and "#8891" not in html
+    instance.settings.extra["helplines_ja"] = "[]"
+    assert "ほかの相談窓口" not in client.get("/?lang=ja").get_data(as_text=True)
