@@ -135,6 +135,8 @@ def test_take_it_down_notice_past_its_deadline_escalated_then_removed_late(tmp_p
     with inst.session() as s:
         t = s.get(Takedown, td)
         assert t.status == "removed" and t.resolved_at > t.legal_deadline_at
+        kinds = set(s.execute(select(Schedule.kind).where(Schedule.ref == str(td))).scalars())
+        assert kinds == {"reupload"}                     # the watch for its return, no deadline check left
     assert "Nothing is overdue." in client.get("/takedowns/overdue?lang=en").get_data(as_text=True)
     from backoffice import stats
     with inst.session() as s:

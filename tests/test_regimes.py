@@ -234,3 +234,22 @@ def test_domain_csv_carries_the_regime_flags_with_japanese_names(inst):
     # English names too
     report = import_csv(inst, b"domain,designated,dsa,take_it_down\nen.example,yes,no,true\n")
     assert report.inserted == 1 and not report.bad
+
+
+def test_domain_page_sets_and_clears_the_regime_flags(inst):
+    from conftest import csrf, staff_client
+    did = make_domain(inst, "flags.example")
+    client = staff_client(inst)
+    page = client.get(f"/domains/{did}?lang=ja").get_data(as_text=True)
+    assert "通知に適用する法制度" in page and 'id="take_it_down"' in page
+    token = csrf(client, f"/domains/{did}")
+    form = {"csrf_token": token, "site_name": "Flags", "kind": "tube", "country": "US", "language": "en",
+            "contact_email": "abuse@flags.example", "contact_form": "", "hosting": "", "notes": ""}
+    assert client.post(f"/domains/{did}", data={**form, "take_it_down": "1", "dsa": "1"}).status_code == 302
+    with inst.session() as s:
+        d = s.get(Domain, did)
+        assert (d.designated, d.dsa, d.take_it_down) == (False, True, True)
+    assert client.post(f"/domains/{did}", data=form).status_code == 302          # unticked: cleared
+    with inst.session() as s:
+        d = s.get(Domain, did)
+        assert (d.designated, d.dsa, d.take_it_down) == (False, False, False)

@@ -148,8 +148,8 @@ def _check_takedown(instance, takedown_id: int, fetch) -> tuple[dict, list] | tu
     with instance.session() as s:
         td = s.get(Takedown, takedown_id)
         if td is None:                     # withdrawn: its schedules go too
-            _drop_schedule(s, "recheck", takedown_id)
-            _drop_schedule(s, "reupload", takedown_id)
+            for kind in ("recheck", "reupload", "deadline"):
+                _drop_schedule(s, kind, takedown_id)
             return None, None
         url, media = td.url, list(td.media or [])
     return check(url, media, instance.pepper, fetch or _fetcher_for(instance)), media
@@ -175,6 +175,7 @@ def run_check(instance, takedown_id: int, fetch=None, now=None) -> dict:
             td.resolved_at = td.resolved_at or now
             td.proposal = None
             _drop_schedule(s, "recheck", td.id)
+            _drop_schedule(s, "deadline", td.id)      # gone before its deadline: nothing to check at it
             _set_schedule(s, "reupload", td.id, now + timedelta(seconds=REUPLOAD_EVERY_S), REUPLOAD_EVERY_S)
         elif outcome in ("partly_removed", "still_up"):
             overdue = td.deadline_at is not None and now >= td.deadline_at
