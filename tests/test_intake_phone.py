@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 from conftest import make_chromium, wait_for
-from intake_harness import ROOT, SAMPLES, make_media, open_portal, phone_viewport, run_axe, screenshot
+from intake_harness import ROOT, SAMPLES, open_portal, phone_viewport, run_axe, screenshot
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
@@ -49,7 +49,7 @@ return small;
 
 @pytest.fixture(scope="module")
 def portal(tmp_path_factory):
-    with open_portal(tmp_path_factory.mktemp("portal"), org_name="テスト支援センター") as p:
+    with open_portal(tmp_path_factory.mktemp("portal"), org_name="テスト支援センター", key_kdf="interactive") as p:
         for lang in ("ja", "en"):
             p.settings.extra[f"exit_url_{lang}"] = p.url + "/left-quickly"
         yield p
@@ -57,7 +57,19 @@ def portal(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
-    return make_media(tmp_path_factory.mktemp("media"))
+    """Two generated photos (the harness's, without its video: none is needed here)."""
+    from PIL import Image, ImageDraw
+    folder = tmp_path_factory.mktemp("media")
+    out = {}
+    for name, seed in (("generated.jpg", 3), ("more.png", 7)):
+        im = Image.new("RGB", (480, 360), (200, 220, 240))
+        draw = ImageDraw.Draw(im)
+        for i in range(0, 480, 24):
+            y = (i * seed) % 300
+            draw.rectangle([i, y, i + 40, y + 60], fill=((i * seed) % 255, (i * 5) % 255, (i * 11 * seed) % 255))
+        im.save(folder / name)
+        out[name] = folder / name
+    return out
 
 
 @pytest.fixture
@@ -175,7 +187,10 @@ def test_the_receipt_asks_before_any_link_leaves_and_the_quick_exit_does_not(por
     click(d, d.find_element(By.CSS_SELECTOR, "#result a[href$='/status']"))
     wait_for(d, "location.pathname === '/status'", 10)
 
-    # A new receipt: "leave anyway" leaves; the quick exit leaves at once, with no question.
+    # A new receipt: "leave anyway" leaves; the quick exit leaves at once, with no question
+    # (the same code in both languages: checked once, to keep the suite's time).
+    if lang != "ja":
+        return
     register(d, portal, lang)
     click(d, d.find_element(By.CSS_SELECTOR, "#result a[href$='/status']"))
     wait_for(d, "document.querySelector('#leave-receipt').open", 10)
