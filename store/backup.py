@@ -416,7 +416,9 @@ def create(instance, root, now: datetime | None = None, prune: bool = True) -> B
         with instance.session() as session:
             anchor = (audit.signed_head(session, instance.private_keys()) if instance.unlocked
                       else audit.head(session))
-        # 1. the database
+        # 1. the database (a case with a submission waiting gets its key first, so the
+        #    submission is sealed to her in the backup: store.backup_seal)
+        backup_seal.ensure_pending_keys(instance)
         url = settings.database_url
         src = _sqlite_path(url)
         if src is not None:

@@ -17,6 +17,9 @@ What is sealed, per table (the rows that belong to one or more cases):
   keeps none)
   crawl_jobs (url): asked for a case, or holding one of the captures above
   patrol_pages (url): whose URL is one of the URLs above
+  submissions (sealed): a submission not taken in yet is sealed to the org key by her browser;
+    in a backup it is sealed once more, to her case (`ensure_pending_keys` gives a case with a
+    waiting submission its key first), so her withdrawal shreds it in old backups too
 Rows of cases without a seal key (not yet taken in) stay as they are.
 """
 from __future__ import annotations
@@ -38,6 +41,7 @@ from .models import (
     Match,
     Media,
     PatrolPage,
+    Submission,
     Takedown,
     TakedownEvent,
 )
@@ -53,7 +57,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "takedown_events": ("detail",),
     "crawl_jobs": ("url",),
     "patrol_pages": ("url",),
+    "submissions": ("sealed",),
 }
+BINARY_COLUMNS = {("submissions", "sealed")}
 JSON_COLUMNS = {("captures", "redirects"): list, ("captures", "evidence"): dict, ("takedowns", "media"): list,
                 ("takedown_events", "detail"): dict}
 
@@ -95,6 +101,8 @@ def plan(conn) -> tuple[dict[str, dict[int, set[int]]], dict[int, bytes]]:
         if capture_job.get(capture_id) is not None:
             for case_id in case_ids:
                 add("crawl_jobs", capture_job[capture_id], case_id)
+    for sub_id, case_id in conn.execute(select(Submission.id, Submission.case_id)):
+        add("submissions", sub_id, case_id)
     urls: dict[str, set[int]] = {}
     for table, model, cols in (("captures", Capture, (Capture.url, Capture.final_url)), ("media", Media, (Media.url,)),
                                ("takedowns", Takedown, (Takedown.url,))):
@@ -115,15 +123,21 @@ def seal_value(value, table: str, pk: int, column: str, case_ids: set[int], seal
     """The value as a token sealed to each case (a JSON column gets {"kesu_sealed": token})."""
     if is_sealed(value):
         return value
+    if (table, column) in BINARY_COLUMNS:
+        value = base64.b64encode(bytes(value)).decode("ascii")
     key = envelope.new_key()
     body = {"k": {str(c): base64.b64encode(seal(seal_keys[c], key)).decode() for c in sorted(case_ids)},
             "c": base64.b64encode(envelope.encrypt(key, json.dumps(value).encode("utf-8"),
                                                    _aad(table, pk, column))).decode()}
     token = TOKEN + base64.b64encode(json.dumps(body).encode()).decode()
+    if (table, column) in BINARY_COLUMNS:
+        return token.encode("ascii")
     return {JSON_KEY: token} if (table, column) in JSON_COLUMNS else token
 
 
 def is_sealed(value) -> bool:
+    if isinstance(value, (bytes, memoryview)):
+        return bytes(value[:len(TOKEN)]) == TOKEN.encode("ascii")
     return (isinstance(value, str) and value.startswith(TOKEN)) or \
         (isinstance(value, dict) and isinstance(value.get(JSON_KEY), str))
 
@@ -133,6 +147,8 @@ def open_value(instance, value, table: str, pk: int, column: str) -> tuple[objec
     has its key now."""
     from .casekeys import case_private
     token = value[JSON_KEY] if isinstance(value, dict) else value
+    if isinstance(token, (bytes, memoryview)):
+        token = bytes(token).decode("ascii")
     body = json.loads(base64.b64decode(token[len(TOKEN):]))
     for case_id, box in body["k"].items():
         private = case_private(instance, int(case_id))
@@ -140,17 +156,45 @@ def open_value(instance, value, table: str, pk: int, column: str) -> tuple[objec
             continue
         try:
             key = unseal(private, base64.b64decode(box))
-            return json.loads(envelope.decrypt(key, base64.b64decode(body["c"]), _aad(table, pk, column))), True
+            value = json.loads(envelope.decrypt(key, base64.b64decode(body["c"]), _aad(table, pk, column)))
+            return (base64.b64decode(value) if (table, column) in BINARY_COLUMNS else value), True
         except CryptoError:
             log.warning("%s %s: a sealed %s did not open with case %s's key", table, pk, column, case_id)
     return _empty(table, pk, column), False
 
 
 def _empty(table: str, pk: int, column: str):
+    if (table, column) in BINARY_COLUMNS:
+        return b""                  # a take-in rejects and deletes it
     kind = JSON_COLUMNS.get((table, column))
     if kind is not None:
         return kind()
     return f"withdrawn:{table}:{pk}" if column == "url" else ""     # URLs are NOT NULL, some unique
+
+
+def ensure_pending_keys(instance) -> int:
+    """Give every case with a submission waiting to be taken in a case key and seal key now
+    (only the org public key is needed), so the backup can seal the submission to her."""
+    from crypto.sealing import unb64
+
+    from .casekeys import set_seal_key
+    n = 0
+    with instance.session() as s:
+        waiting = s.execute(select(Case).join(Submission, Submission.case_id == Case.id)
+                            .where(Case.seal_key.is_(None)).distinct()).scalars().all()
+        for case in waiting:
+            if instance.keystore.exists(case.id):
+                if instance.unlocked:
+                    from .casekeys import seal_key
+                    n += seal_key(instance, case) is not None
+                continue
+            try:
+                key = instance.keystore.create(case.id, unb64(instance.public_key()[1]))
+            except FileExistsError:
+                continue
+            set_seal_key(case, key)
+            n += 1
+    return n
 
 
 def seal_rows(conn) -> int:

@@ -63,10 +63,17 @@ def _everything_openable(inst) -> list[bytes]:
                 out.append(notify.open_archive(inst, n))
             except (LookupError, CryptoError):
                 pass
-    for path in inst.settings.blob_dir.rglob("*"):
+    if getattr(inst.settings, "blobs_in_database", False):     # PostgreSQL: blobs in the database
+        from store.models import BlobRow
+        with inst.session() as s:
+            names = list(s.execute(select(BlobRow.name)).scalars())
+    else:
+        names = [p.name for p in inst.settings.blob_dir.rglob("*") if p.is_file()]
+    assert names, "no blob at all: the check below would prove nothing"
+    for name in names:
         for key in keys:
             try:
-                out.append(inst.blobs.get(key, path.name))
+                out.append(inst.blobs.get(key, name))
             except (CryptoError, ValueError, OSError):
                 pass
     return out
@@ -212,3 +219,46 @@ def test_rows_sealed_to_the_org_key_before_seal_keys_move_under_the_case_key(tmp
         assert casekeys.media_signals(instance, s, s.get(Media, media_id)) is None
         with pytest.raises(LookupError):
             notify.open_archive(instance, s.get(Notice, notice_id))
+
+
+def test_a_submission_waiting_in_an_old_backup_is_shredded_by_her_withdrawal(tmp_path):
+    """A submission not yet taken in is sealed (by her browser) to the org key only; in a main
+    backup it is sealed once more to her case, so once she withdraws and the key-store backups
+    expire, the passphrase no longer opens it. While they live, it is taken in as usual."""
+    import json
+
+    from crypto.sealing import seal, unb64
+    from store.models import Submission
+    from workers.cases.decrypt import case_signals
+    from workers.cases.takein import take_in_submission
+    inst = make_instance(tmp_path / "i", f"sqlite:///{tmp_path / 'i' / 'kesu.db'}")
+    key_id, public = inst.public_key()
+    payload = {"version": 1, "category": "adult_ncii", "language": "en", "known_urls": [], "contact": None,
+               "consent": {"takedown": True, "hotline": False, "share_hashes": False, "at": "2026-01-02"},
+               "signals": [{"type": "sha256", "hash": "5e" * 32, "item": "p1"}],
+               "items": [{"item": "p1", "kind": "photo", "label": "x"}]}
+    _, _, case_id, sub_id = cases.create_case(inst, key_id, seal(unb64(public), json.dumps(payload).encode()))
+    root = tmp_path / "b"
+    made = backup.create(inst, root)
+
+    early = tmp_path / "early"
+    url = f"sqlite:///{early / 'kesu.db'}"
+    backup.restore(made.main, instance_dir=early, passphrase=TEST_PASSPHRASE, database_url=url)
+    twin = Instance(load(early, database_url=url))
+    twin.unlock(TEST_PASSPHRASE)
+    assert take_in_submission(twin, sub_id)["status"] == "taken_in"
+    assert [s["hash"] for s in case_signals(twin, case_id)] == ["5e" * 32]
+
+    cases.withdraw(inst, case_id)
+    backup.create(inst, root, now=datetime.utcnow() + timedelta(days=inst.settings.keystore_backup_days + 1))
+    late = tmp_path / "late"
+    url = f"sqlite:///{late / 'kesu.db'}"
+    backup.restore(made.main, instance_dir=late, passphrase=TEST_PASSPHRASE, database_url=url)
+    other = Instance(load(late, database_url=url))
+    other.unlock(TEST_PASSPHRASE)
+    with other.session() as s:
+        sealed = s.get(Submission, sub_id).sealed
+    with pytest.raises(CryptoError):
+        unseal(other.private_keys().private_key, sealed)
+    assert b"5e5e5e" not in _all_bytes(made.main) + _all_bytes(late)
+    assert take_in_submission(other, sub_id)["status"] == "rejected"
