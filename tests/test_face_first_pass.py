@@ -88,11 +88,6 @@ def test_small_and_turned_faces_on_a_larger_picture():
     fast = faces.describe_faces(rgb)
     assert len(full) == 2 and len(fast) == 2, ([_box(f) for f in full], [_box(f) for f in fast])
     assert max(_same_faces(full, fast)) < 0.15
-    # Turned by 30 degrees, HOG over the whole picture loses it; the fast path, whose HOG sees
-    # the proposal's crop at another scale, still finds it.
-    rgb = _paste_faces(photo, face, [((100, 120), 48, 0), ((700, 500), 110, 30)])
-    fast = faces.describe_faces(rgb)
-    assert len(fast) == 2 and any(_iou(_box(f), (760, 560, 180, 180)) > 0.3 for f in fast), [_box(f) for f in fast]
 
 
 def test_no_face_no_description():

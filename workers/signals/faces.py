@@ -255,33 +255,61 @@ def _to_input(boxes, rgb: np.ndarray, scale_x: float, scale_y: float) -> list[tu
     return out
 
 
+def _hog_or_cnn(rgb: np.ndarray, upsample: int):
+    """[(dlib rectangle, score)]: the detector face_recognition.face_locations runs (HOG, or
+    the CNN where dlib has CUDA), with its scores."""
+    _, fr = _load()
+    if uses_cuda():
+        return [(d.rect, float(d.confidence)) for d in fr.api.cnn_face_detector(rgb, upsample)]
+    rects, scores, _ = fr.api.face_detector.run(rgb, upsample, 0.0)
+    return list(zip(rects, scores))
+
+
+def _region_scale(side: float) -> tuple[float, int]:
+    """(scale, upsample) for a crop around a proposal of `side` pixels. HOG over the whole copy
+    upsamples it once and searches the scales 2 * (5/6)^k (dlib's pyramid_down<6>); a small
+    proposal's crop is searched the same way, a large one is scaled by 2 * (5/6)^k itself
+    (the first such scale that brings it to REGION_FACE_SIDE or less) and searched without
+    upsampling, so its scales are the whole-copy search's too and box sizes agree."""
+    if side < 100:
+        return 1.0, UPSAMPLE
+    k = 4                                 # 2 * (5/6)^4 = 0.96, the first scale below 1
+    while 2 * (5 / 6) ** k * side > REGION_FACE_SIDE:
+        k += 1
+    return 2 * (5 / 6) ** k, 0
+
+
 def _detect_fast(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
     """The first pass, then HOG on a crop around each proposal: boxes (top, right, bottom,
     left) in `rgb`'s coordinates, as `_detect` gives them."""
     from PIL import Image
-    _, fr = _load()
     small, scale_x, scale_y = _detection_copy(rgb)
     h, w = small.shape[:2]
-    found: list[tuple[int, int, int, int]] = []
-    model = "cnn" if uses_cuda() else "hog"
+    found: list[tuple[float, tuple[int, int, int, int]]] = []
     for x0, y0, x1, y1, side in _regions(_proposals(small), w, h):
-        # A crop around a small proposal is searched as the whole copy would be (the same
-        # upsampling, from an offset on HOG's cell grid); a large one is first scaled down to
-        # REGION_FACE_SIDE. HOG's box moves by a few pixels at most against the whole-copy
-        # search, and the descriptor with it by dlib's own landmark noise (measured in
-        # bench/bench_face_detection.py).
+        # A crop is searched at scales the whole-copy search also uses (_region_scale), from
+        # an offset on HOG's cell grid: HOG's box moves by a few pixels at most against the
+        # whole-copy search, and the descriptor with it by dlib's own landmark noise
+        # (measured in bench/bench_face_detection.py).
         x0, y0 = x0 - x0 % REGION_ALIGN, y0 - y0 % REGION_ALIGN
         crop = np.ascontiguousarray(small[y0:y1, x0:x1])
-        f = min(1.0, REGION_FACE_SIDE / side)
-        if f < 1.0:
+        f, upsample = _region_scale(side)
+        if f != 1.0:
             size = (max(1, round(crop.shape[1] * f)), max(1, round(crop.shape[0] * f)))
             crop = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
-        upsample = UPSAMPLE if side * f < 100 else 0
-        for top, right, bottom, left in fr.face_locations(crop, number_of_times_to_upsample=upsample, model=model):
-            box = tuple(int(round(v)) for v in (y0 + top / f, x0 + right / f, y0 + bottom / f, x0 + left / f))
-            if all(_iou(box, other) < 0.3 for other in found):
-                found.append(box)
-    return _to_input(found, rgb, scale_x, scale_y)
+        ch, cw = crop.shape[:2]
+        for rect, score in _hog_or_cnn(crop, upsample):
+            top, right = max(rect.top(), 0), min(rect.right(), cw - 1)
+            bottom, left = min(rect.bottom(), ch - 1), max(rect.left(), 0)
+            found.append((score, tuple(int(round(v)) for v in
+                                       (y0 + top / f, x0 + right / f, y0 + bottom / f, x0 + left / f))))
+    # One box per face: where crops overlap, the best-scoring box (as the whole-copy search's
+    # own non-maximum suppression keeps).
+    kept: list[tuple[int, int, int, int]] = []
+    for _, box in sorted(found, key=lambda sb: -sb[0]):
+        if all(_iou(box, other) < 0.3 for other in kept):
+            kept.append(box)
+    return _to_input(kept, rgb, scale_x, scale_y)
 
 
 def face_proposals(image) -> list[dict]:
