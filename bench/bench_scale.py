@@ -7,7 +7,10 @@ every crawl handed through the job registry (a JobRun row, then the wake-up). Ro
 crawl worker, round 2 two (the second with an instance folder of its own holding only the
 secrets, as a second machine would). Prints pages per minute for each and the ratio two/one.
 
-The matcher: an index of N synthetic cases (PDQ, MD5, SHA-256 signals), asked about the
+A keyed `kesu worker --queues match` runs throughout: the crawl workers hold no private key and
+ask it for matches and signatures, as in production.
+
+The matcher's own work: an index of N synthetic cases (PDQ, MD5, SHA-256 signals), asked about the
 signals of every crawled image, as the long-lived matcher answers a crawl worker; prints the
 median and 95th percentile time per image (its baseline: the same index with one case).
 
@@ -29,7 +32,7 @@ os.environ.setdefault("SE_OFFLINE", "true")
 
 from conftest import _fresh_postgres, make_instance  # noqa: E402
 from sites import serve_site  # noqa: E402
-from test_scale import CRAWL, build_pages, worker_env  # noqa: E402
+from test_scale import CRAWL, _start_matcher, build_pages, worker_env  # noqa: E402
 
 
 def _free_port() -> int:
@@ -130,6 +133,7 @@ def main():
     try:
         inst = make_instance(tmp / "a", database_url, redis_url=redis_url, **CRAWL)
         shutil.copytree(tmp / "a" / "secrets", tmp / "b" / "secrets")
+        keyed = _start_matcher(tmp / "a", inst, redis_url)     # crawl workers hold no key: it matches for them
         one = crawl_round(inst, base, pages, [tmp / "a"], redis_url)
         two = crawl_round(inst, base, pages, [tmp / "a", tmp / "b"], redis_url)
         per_min_one, per_min_two = 60 * len(pages) / one, 60 * len(pages) / two
@@ -146,6 +150,8 @@ def main():
                   f"p95 {1000 * q[-1]:.2f} ms ({len(ts)} images)")
         print(f"ratio {args.cases} cases / 1 case (median): "
               f"{statistics.median(many_t) / statistics.median(base_t):.2f}x")
+        keyed.terminate()
+        keyed.wait(30)
     finally:
         stop()
         redis_proc.terminate()

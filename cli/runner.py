@@ -183,7 +183,8 @@ def run_all(read_passphrase):
             _wait_for(lambda: settings.redis_socket.exists(), 20, "redis-server", procs)
             env["KESU_REDIS_URL"] = f"unix://{settings.redis_socket}"
         spawn(["worker", "--queues", "match"], True)
-        spawn(["worker", "--queues", "default,crawl"], True)
+        spawn(["worker", "--queues", "default"], True)
+        spawn(["worker", "--queues", "crawl"], False)     # holds no private key: the matcher matches and signs
         spawn(["scheduler"], False)
         spawn(["serve", "intake"], False)
         spawn(["serve", "backoffice"], True)

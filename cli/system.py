@@ -52,10 +52,15 @@ def worker(queues, passphrase_stdin, burst):
     from workers.system import context
     from workers.system.queue import connection, work_until_stopped
     names = [q.strip() for q in queues.split(",") if q.strip()]
-    # Crawl workers open no case: they need the server secrets, never the key store.
-    instance = open_instance(unlock=True, passphrase_stdin=passphrase_stdin,
-                             check="secrets" if set(names) <= {"crawl"} else "keystore")
+    # Crawl workers drive a browser on hostile sites: they never unlock the org key (they seal to
+    # public keys; the matcher matches and signs for them) and need no key store.
+    crawl_only = set(names) <= {"crawl"}
+    instance = open_instance(unlock=not crawl_only, passphrase_stdin=passphrase_stdin,
+                             check="secrets" if crawl_only else "keystore")
+    if crawl_only:
+        click.echo("kesu: crawl worker: the org key stays locked here (the matcher matches and signs)", err=True)
     context.set_instance(instance)
+    context.set_queues(names)
     if "default" in names:             # notices cite the legal regimes: a bad file stops the start
         from workers.takedown import regimes
         try:

@@ -87,11 +87,12 @@ def test_run_serves_both_apps_and_stops_cleanly(env):
                 return Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 return b""
-        worker = next(c for c in children if b"default,crawl" in cmdline(c))
+        worker = next(c for c in children if b"crawl" in cmdline(c) and b"worker" in cmdline(c))
         redis_pid = next(c for c in children if b"redis-server" in cmdline(c))
         os.kill(worker, signal.SIGKILL)
         os.kill(redis_pid, signal.SIGKILL)
-        assert wait_until(lambda: any(b"default,crawl" in cmdline(c) for c in children_of(proc.pid) if c != worker), 60)
+        assert wait_until(lambda: any(b"crawl" in cmdline(c) and b"worker" in cmdline(c)
+                                      for c in children_of(proc.pid) if c != worker), 60)
         assert wait_until(lambda: any(b"redis-server" in cmdline(c) for c in children_of(proc.pid) if c != redis_pid), 30)
         assert get(intake + "/api/v1/key")[0] == 200
         children = children_of(proc.pid)

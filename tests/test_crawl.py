@@ -322,11 +322,14 @@ def test_kesu_crawl_hands_the_job_to_a_running_worker(tmp_path, site):
                KESU_REDIS_URL=redis_url)
     worker = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--queues", "crawl"], cwd=ROOT,
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # the crawl worker holds no private key: the matcher (keyed, long-lived) answers for it
+    keyed = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--queues", "match"], cwd=ROOT,
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         from workers.system.queue import workers_listening
         settings = load(tmp_path / "q", redis_url=redis_url)
         deadline = time.monotonic() + 60
-        while workers_listening(settings, "crawl") == 0:
+        while workers_listening(settings, "crawl") == 0 or workers_listening(settings, "match") == 0:
             assert worker.poll() is None, worker.stderr.read()[-2000:]
             assert time.monotonic() < deadline, "the worker never registered"
             time.sleep(0.2)
@@ -335,6 +338,8 @@ def test_kesu_crawl_hands_the_job_to_a_running_worker(tmp_path, site):
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+        keyed.terminate()
+        keyed.wait(timeout=30)
         redis.terminate()
         redis.wait(timeout=30)
     assert proc.returncode == 0, proc.stderr[-3000:]

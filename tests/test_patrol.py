@@ -349,28 +349,48 @@ def test_three_patrol_jobs_in_a_forking_worker_leave_no_browser_behind(tmp_path,
     from workers import jobs
     url = re.sub(r"/\d+$", "", redis_url) + "/12"
     redis_lib.Redis.from_url(url).flushdb()
-    sites = patrol_sites.build(1, seed=7100)
+    import os
+    import subprocess
+    import sys
+
+    from workers.system.queue import workers_listening
+    # three domains, one patrol job each (one domain asked three times at once is one run: the
+    # job's database row lets only one delivery through)
+    sites = patrol_sites.build(3, seed=7100)
     folder = tmp_path / "inst"
+    keyed = None
     try:
         inst = make_instance(folder, f"sqlite:///{folder / 'kesu.db'}", **FAST, redis_url=url)
+        domain_ids = []
         with inst.session() as s:
-            d = Domain(domain=sites[0].domain, patrol_seeds=[sites[0].base + "/new"])
-            s.add(d)
-            s.flush()
-            domain_id = d.id
-        for n in range(3):
-            assert jobs.enqueue(inst.settings, "patrol", str(domain_id), job_id=f"patrol-{domain_id}-{n}")
+            for site in sites:
+                d = Domain(domain=site.domain, patrol_seeds=[site.base + "/new"])
+                s.add(d)
+                s.flush()
+                domain_ids.append(d.id)
+        for domain_id in domain_ids:
+            assert jobs.enqueue(inst.settings, "patrol", str(domain_id))
         env = {"KESU_INSTANCE": str(folder), "KESU_DATABASE_URL": inst.settings.database_url, "KESU_REDIS_URL": url,
                "KESU_KEY_PASSPHRASE": TEST_PASSPHRASE, "KESU_CRAWL_ALLOW_PRIVATE": "1", "KESU_CRAWL_FACES": "0",
                "KESU_PATROL_SECONDS": "20", "KESU_CRAWL_DELAY": "0.05", "KESU_CRAWL_IDLE_SECONDS": "0.1",
                "KESU_PATROL_DETAIL_PAGES": "0"}
+        # the crawl worker holds no private key: the keyed matcher answers for it
+        keyed = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--queues", "match"],
+                                 env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not workers_listening(inst.settings, "match"):
+            assert keyed.poll() is None and time.monotonic() < deadline, "the matcher did not start"
+            time.sleep(0.2)
         ran = kesu_cli("worker", "--queues", "crawl", "--burst", env=env, timeout=300)
         assert ran.returncode == 0, ran.stderr[-2000:]
         with inst.session() as s:
-            runs = s.execute(select(PatrolRun).where(PatrolRun.domain_id == domain_id)).scalars().all()
+            runs = s.execute(select(PatrolRun).where(PatrolRun.domain_id.in_(domain_ids))).scalars().all()
             assert len(runs) == 3 and all(r.status == "ok" for r in runs), [(r.status, r.detail) for r in runs]
         assert _browsers_of(folder) == []
     finally:
+        if keyed is not None:
+            keyed.terminate()
+            keyed.wait(30)
         sites.stop()
         redis_lib.Redis.from_url(url).flushdb()
 

@@ -91,6 +91,7 @@ def test_forking_worker_runs_every_crawl_on_postgres(tmp_path, pg_url, redis_url
     pages = build_pages(site, 3)
     base, stop = serve_site(site)
     inst = make_instance(tmp_path / "a", pg_url, redis_url=redis_url, **CRAWL)
+    keyed = _start_matcher(tmp_path / "a", inst, redis_url)    # crawl workers hold no key: it matches for them
     try:
         ids = [create_job(inst, f"{base}/{p}", depth=0) for p in pages]
         for job_id in ids:
@@ -100,6 +101,8 @@ def test_forking_worker_runs_every_crawl_on_postgres(tmp_path, pg_url, redis_url
                                 capture_output=True, text=True, timeout=240)
         assert worker.returncode == 0, worker.stderr[-3000:]
     finally:
+        keyed.terminate()
+        keyed.wait(30)
         stop()
     assert "already exists" not in worker.stderr, worker.stderr[-3000:]
     with inst.session() as s:
@@ -107,6 +110,19 @@ def test_forking_worker_runs_every_crawl_on_postgres(tmp_path, pg_url, redis_url
             [("done", None)] * 3
         assert s.execute(select(func.count()).select_from(Capture)).scalar() == 3
         assert s.execute(select(func.count()).select_from(Media)).scalar() == 3 * IMAGES_PER_PAGE
+
+
+def _start_matcher(folder, inst, redis_url) -> subprocess.Popen:
+    """A keyed `kesu worker --queues match`, registered before it is returned."""
+    from workers.system.queue import workers_listening
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--queues", "match"], cwd=ROOT,
+                            env=worker_env(folder, inst.settings.database_url, redis_url),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not workers_listening(inst.settings, "match"):
+        assert proc.poll() is None and time.monotonic() < deadline, "the matcher did not start"
+        time.sleep(0.2)
+    return proc
 
 
 def _kesu_worker(folder, database_url, redis_url, queues="crawl"):
@@ -415,3 +431,61 @@ def test_crawl_workers_ask_the_one_matcher_and_a_withdrawal_reaches_it(tmp_path,
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.mark.browser
+def test_a_crawl_worker_holds_no_private_key_yet_writes_signed_evidence(tmp_path, redis_url):
+    """The crawl worker runs without the key passphrase at all: it asks the matcher for matches
+    and the keyed worker for the manifest's signature, and the evidence verifies."""
+    import hashlib
+    import json
+
+    from sqlalchemy import select
+
+    from crypto.sealing import seal, unb64
+    from crypto.signing import verify
+    from store import cases
+    from store.models import Capture, Match
+    from workers import jobs
+    from workers.capture import evidence as ev
+    from workers.capture.crawl import capture_artifacts, create_job
+    from workers.cases import takein
+    from workers.system.queue import workers_listening
+    site = tmp_path / "site"
+    pages = build_pages(site, 1)
+    target = hashlib.sha256((site / "img" / "p0-3.png").read_bytes()).hexdigest()
+    base, stop = serve_site(site)
+    inst = make_instance(tmp_path / "a", f"sqlite:///{tmp_path / 'kesu.db'}", redis_url=redis_url, **CRAWL)
+    payload = {"version": 1, "category": "deepfake", "language": "en", "known_urls": [], "contact": None,
+               "consent": {"takedown": True, "hotline": False, "share_hashes": True, "at": "2026-12-07"},
+               "signals": [{"type": "sha256", "hash": target, "item": "p1"}],
+               "items": [{"item": "p1", "kind": "photo", "label": ""}]}
+    key_id, public = inst.public_key()
+    _n, _p, case_id, sid = cases.create_case(inst, key_id, seal(unb64(public), json.dumps(payload).encode()))
+    assert takein.take_in_submission(inst, sid)["status"] == "taken_in"
+    env = worker_env(tmp_path / "a", inst.settings.database_url, redis_url)
+    matcher_proc = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--queues", "match"], cwd=ROOT, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not workers_listening(inst.settings, "match"):
+            assert matcher_proc.poll() is None and time.monotonic() < deadline, "the matcher did not start"
+            time.sleep(0.2)
+        job_id = create_job(inst, f"{base}/{pages[0]}", depth=0)
+        assert jobs.enqueue(inst.settings, "crawl", job_id)
+        no_key = {k: v for k, v in env.items() if k != "KESU_KEY_PASSPHRASE"}
+        crawler = subprocess.run([sys.executable, "-m", "cli", "worker", "--queues", "crawl", "--burst"], cwd=ROOT,
+                                 env=no_key, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=240)
+        assert crawler.returncode == 0, crawler.stderr[-3000:]
+        assert "the org key stays locked here" in crawler.stderr
+    finally:
+        matcher_proc.terminate()
+        matcher_proc.wait(30)
+        stop()
+    with inst.session() as s:
+        capture = s.execute(select(Capture)).scalars().one()
+        assert [m.case_id for m in s.execute(select(Match)).scalars()] == [case_id]
+    files = capture_artifacts(inst, capture.id)
+    signature = json.loads(files[ev.SIGNATURE])
+    assert unb64(signature["verify_key"]) == inst.private_keys().verify_key
+    verify(inst.private_keys().verify_key, json.loads(files[ev.MANIFEST]), signature["signature"])

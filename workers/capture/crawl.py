@@ -77,7 +77,13 @@ def match_media(instance, media_signals: dict) -> list[dict]:
     answer = matcher.ask(instance, media_signals, url)
     if answer is not None:
         return answer
+    if not instance.unlocked:       # a crawl worker: it holds no key to match with itself
+        raise MatcherUnavailable("no matcher (kesu worker --queues match) answered")
     return list(matcher.match_media(instance, media_signals, url=url) or [])
+
+
+class MatcherUnavailable(RuntimeError):
+    pass
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -129,7 +135,8 @@ def _dumps(obj) -> bytes:
 
 
 class Keys:
-    """What a crawl needs of the org keys: the public half always, the private ones to sign."""
+    """What a crawl needs of the org keys: the public halves. Signing goes through
+    workers.capture.signer (here when this process unlocked the key, else the keyed worker)."""
 
     def __init__(self, instance):
         self.instance = instance
@@ -137,7 +144,9 @@ class Keys:
 
     @property
     def private(self):
-        return self.instance.private_keys()
+        """The public halves a manifest names (key id, verify key): never a private key."""
+        from workers.capture.signer import PublicKeys
+        return PublicKeys(self.instance)
 
 
 # --- the job ------------------------------------------------------------------------------
@@ -299,6 +308,8 @@ def write_page(instance, keys: Keys, job_id, case_id, operator, result, links, m
         sig = media_signals(m, faces=faces)
         try:
             matches = list(matcher(instance, {**sig, "page": result.url}) or [])
+        except MatcherUnavailable:
+            raise           # no answer is not "no match": the job is retried, nothing is written
         except Exception as exc:
             log.warning("matcher failed on a media: %s", type(exc).__name__)
             matches = []
@@ -343,7 +354,8 @@ def write_page(instance, keys: Keys, job_id, case_id, operator, result, links, m
                                      case=(str(case_id) if case_id else ",".join(cases)), job=job_id, keys=org,
                                      metadata_only=minor, media_kept=set(kept_media),
                                      proxy=bool(settings.crawl_proxy))
-        manifest_bytes, signature = ev.sign_manifest(manifest, org)
+        from workers.capture.signer import sign
+        manifest_bytes, signature = sign(instance, manifest)
         artifacts_meta = {}
         for name, data in list(artifacts.items()) + [(ev.MANIFEST, manifest_bytes), (ev.SIGNATURE, signature)]:
             blob = instance.blobs.name_for(data_key, data)

@@ -352,8 +352,8 @@ def ask(instance, signals: dict, url: str = "", timeout: float = ASK_SECONDS) ->
     from crypto.sealing import seal, unb64
     from workers.system.queue import connection, queue, workers_listening
     settings = instance.settings
-    if not workers_listening(settings, "match"):
-        return None
+    if "match" in context.queues or not workers_listening(settings, "match"):
+        return None         # this process is the matcher (asking itself would wait forever), or none runs
     public = unb64(instance.public_key()[1])
     conn = connection(settings)
     job = queue(settings, "match", conn).enqueue(

@@ -6,6 +6,12 @@ jobs read it. Keys never travel through Redis or job arguments.
 from store.instance import Instance
 
 _current: Instance | None = None
+queues: tuple[str, ...] = ()        # what this process's worker serves (set by `kesu worker`)
+
+
+def set_queues(names) -> None:
+    global queues
+    queues = tuple(names)
 
 
 def set_instance(instance: Instance) -> None:
