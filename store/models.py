@@ -319,6 +319,9 @@ class TakedownTally(Base):
     domain: Mapped[str] = mapped_column(String(253), default="")
     status: Mapped[str] = mapped_column(String(20))
     count: Mapped[int] = mapped_column(Integer, default=0)
+    # Under a legal regime: which, and removed within/after its deadline, overdue or pending (store.tally).
+    regime: Mapped[str] = mapped_column(String(40), default="", server_default="")
+    legal: Mapped[str] = mapped_column(String(10), default="", server_default="")
 
 
 class TakedownEvent(Base):

@@ -156,3 +156,12 @@ def test_take_it_down_notice_past_its_deadline_escalated_then_removed_late(tmp_p
     prediction = predict.update_domain(inst, dom)
     legal = prediction["regimes"]["us_take_it_down"]
     assert legal["n"] == 1 and legal["p_within"] < 0.5
+
+    # she withdraws: her takedown is deleted, the by-regime count survives (without times)
+    from store import cases
+    cases.withdraw(inst, case)
+    with inst.session() as s:
+        assert s.get(Takedown, td) is None
+        rows = {r["platform"]: r for r in stats.compute(s)["by_regime"]}
+    assert (rows["tube.example"]["requests"], rows["tube.example"]["after"], rows[""]["after"]) == (1, 1, 1)
+    assert rows[""]["share_within"] == 0.0 and rows[""]["median_hours"] is None

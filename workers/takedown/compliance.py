@@ -5,22 +5,18 @@ A takedown counts under the regime of its first legal notice (Takedown.regime, a
 deadline, Takedown.legal_deadline_at): removed by the deadline is "within", removed later is
 "after", still up past it is "overdue", not yet past it "pending". Time to removal runs from
 that notice (the deadline minus the regime's window) to the check that found it gone.
+A withdrawn case's takedowns count through their tallies (store.tally); they carry no times, so
+the median leaves them out.
 """
 from datetime import datetime
 from statistics import median
 
-from sqlalchemy import extract, select
+from sqlalchemy import extract, func, select
 
-from store.models import Domain, Takedown, utcnow
+from store.models import Domain, Takedown, TakedownTally, utcnow
+from store.tally import LEGAL_OUTCOMES as OUTCOMES
+from store.tally import legal_outcome as outcome
 from workers.takedown import regimes
-
-OUTCOMES = ("within", "after", "overdue", "pending")
-
-
-def outcome(status: str, resolved_at: datetime | None, deadline: datetime, now: datetime) -> str:
-    if status == "removed" and resolved_at is not None:
-        return "within" if resolved_at <= deadline else "after"
-    return "overdue" if now > deadline else "pending"
 
 
 def hours_to_removal(regime_id: str, resolved_at: datetime | None, deadline: datetime) -> float | None:
@@ -42,10 +38,14 @@ def rows(session, year: int | None = None, domain_id: int | None = None):
     return session.execute(stmt).all()
 
 
-def summarise(found, now: datetime | None = None) -> dict:
-    """{"requests", each outcome, "decided", "share_within", "median_hours"} over rows of rows()."""
+def summarise(found, now: datetime | None = None, kept: dict | None = None) -> dict:
+    """{"requests", each outcome, "decided", "share_within", "median_hours"} over rows of rows(),
+    plus `kept` counts {outcome: n} of withdrawn cases' tallies."""
     now = now or utcnow()
     out = {"requests": 0, **{k: 0 for k in OUTCOMES}}
+    for legal, n in (kept or {}).items():
+        out["requests"] += n
+        out[legal] += n
     hours = []
     for regime_id, _domain, status, resolved_at, deadline in found:
         out["requests"] += 1
@@ -60,12 +60,27 @@ def summarise(found, now: datetime | None = None) -> dict:
     return out
 
 
+def kept_counts(session, year: int | None = None) -> list[tuple[str, str, str, int]]:
+    """(regime, domain, outcome, count) kept from withdrawn cases."""
+    stmt = (select(TakedownTally.regime, TakedownTally.domain, TakedownTally.legal, func.sum(TakedownTally.count))
+            .where(TakedownTally.regime != "", TakedownTally.legal.in_(OUTCOMES))
+            .group_by(TakedownTally.regime, TakedownTally.domain, TakedownTally.legal))
+    if year is not None:
+        stmt = stmt.where(TakedownTally.year == year)
+    return [(r, d, o, int(n)) for r, d, o, n in session.execute(stmt).all()]
+
+
 def by_regime(session, year: int | None = None, now: datetime | None = None) -> list[dict]:
     """Per regime (platform "" = all platforms) and per regime and platform."""
-    found = rows(session, year)
     groups: dict[tuple, list] = {}
-    for row in found:
+    kept: dict[tuple, dict] = {}
+    for row in rows(session, year):
         groups.setdefault((row[0], ""), []).append(row)
         groups.setdefault((row[0], row[1] or "(unknown)"), []).append(row)
-    return [{"regime": regime_id, "platform": platform, **summarise(members, now)}
+    for regime_id, domain, legal, n in kept_counts(session, year):
+        for key in ((regime_id, ""), (regime_id, domain or "(unknown)")):
+            groups.setdefault(key, [])
+            bucket = kept.setdefault(key, {})
+            bucket[legal] = bucket.get(legal, 0) + n
+    return [{"regime": regime_id, "platform": platform, **summarise(members, now, kept.get((regime_id, platform)))}
             for (regime_id, platform), members in sorted(groups.items())]
