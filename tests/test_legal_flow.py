@@ -106,6 +106,8 @@ def test_take_it_down_notice_past_its_deadline_escalated_then_removed_late(tmp_p
     overdue_ja = client.get("/takedowns/overdue?lang=ja").get_data(as_text=True)
     assert "期限超過" in overdue_ja and "TAKE IT DOWN法（米国）" in overdue_ja and "2 時間" in overdue_ja
     assert "規制当局への申告" in overdue_ja
+    home = client.get("/?lang=en").get_data(as_text=True)
+    assert '<span class="n">1</span> past their deadline' in home
     page = client.get(f"/takedowns/{td}?lang=en").get_data(as_text=True)
     assert "Federal Trade Commission (FTC)" in page and "reportfraud.ftc.gov" in page
     package = page.split('id="package-text"', 1)[1].split("</textarea>", 1)[0]

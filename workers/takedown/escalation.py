@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from store.models import Case, Domain, Notice, Takedown, TakedownEvent, utcnow
 from store.vocabulary import LANGUAGES, OPEN_TAKEDOWN_STATUSES
@@ -70,6 +70,12 @@ def overdue_hours(deadline: datetime | None, now: datetime | None = None) -> flo
     if deadline is None:
         return None
     return max(((now or utcnow()) - deadline).total_seconds() / 3600, 0.0)
+
+
+def overdue_count(session, now: datetime | None = None) -> int:
+    return session.execute(select(func.count()).select_from(Takedown)
+                           .where(Takedown.deadline_at.is_not(None), Takedown.deadline_at <= (now or utcnow()),
+                                  Takedown.status.in_(OVERDUE_STATUSES))).scalar()
 
 
 def overdue(session, now: datetime | None = None) -> list[dict]:
