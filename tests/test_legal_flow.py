@@ -167,3 +167,10 @@ def test_take_it_down_notice_past_its_deadline_escalated_then_removed_late(tmp_p
         rows = {r["platform"]: r for r in stats.compute(s)["by_regime"]}
     assert (rows["tube.example"]["requests"], rows["tube.example"]["after"], rows[""]["after"]) == (1, 1, 1)
     assert rows[""]["share_within"] == 0.0 and rows[""]["median_hours"] is None
+    # and the regime-wide rate a new request to this platform is pooled toward still counts it
+    other = make_takedown(inst, make_case(inst, contact=""), dom, site.url + "/v/2", status="requested",
+                          regime="us_take_it_down", requested_at=t.requested_at, legal_deadline_at=t.legal_deadline_at,
+                          deadline_at=t.legal_deadline_at)
+    assert other
+    legal = predict.update_domain(inst, dom)["regimes"]["us_take_it_down"]
+    assert (legal["n"], legal["n_all"]) == (1, 2)             # its own overdue one; plus the withdrawn one

@@ -266,12 +266,15 @@ def deadline_compliance(session, domain: Domain, now=None) -> dict:
     everywhere: dict[str, list] = {}
     for row in compliance.rows(session):
         everywhere.setdefault(row[0], []).append(row)
+    kept: dict[str, dict] = {}                # withdrawn cases' counts (store.tally) join the regime's rate
+    for regime_id, _domain, legal, n in compliance.kept_counts(session):
+        kept.setdefault(regime_id, {})[legal] = kept.get(regime_id, {}).get(legal, 0) + n
     here = {}
     for row in compliance.rows(session, domain_id=domain.id):
         here.setdefault(row[0], []).append(row)
     out = {}
     for regime_id, mine in here.items():
-        overall = compliance.summarise(everywhere.get(regime_id, []), now)
+        overall = compliance.summarise(everywhere.get(regime_id, []), now, kept.get(regime_id))
         own = compliance.summarise(mine, now)
         post = pooled([(overall["within"], overall["decided"], 0.0), (own["within"], own["decided"], M_DEFAULT)])[-1]
         lo, hi = post.interval()
