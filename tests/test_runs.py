@@ -90,6 +90,10 @@ def test_a_flushed_redis_loses_nothing_and_a_failing_job_stops_with_its_real_err
     assert status["runs"]["failed"][0]["error"] == row.error
     assert any("gave up after every attempt" in p for p in status["problems"])
     assert f"GAVE UP contacts 404 after 2 attempt(s): {row.error}" in health.render_text(status)
+    from conftest import staff_client
+    page = staff_client(live, role="admin").get("/admin/health?lang=ja").get_data(True)
+    assert 'data-code="runs_failed"' in page and "すべての再試行のあとで止まりました" in page
+    assert f'data-run="{row.id}"' in page and row.error.split(":")[0] in page       # its real error, on the page
     runs.retry(live, row.id)                                     # an admin's retry starts again
     assert _run(live, "contacts", 404).state == "queued"
 
