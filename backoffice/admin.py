@@ -149,6 +149,12 @@ def retry_job():
     return _job_action(health.retry_failed, _("The job is back on its queue."))
 
 
+@bp.route("/runs/retry", methods=["POST"])
+@login_required("admin")
+def retry_run():
+    return _job_action(health.retry_run, _("The job is back on its queue."))
+
+
 @bp.route("/jobs/discard", methods=["POST"])
 @login_required("admin")
 def discard_job():

@@ -166,6 +166,21 @@ def retry_failed(instance, actor: str, job_id: str) -> str:
     return registry.name
 
 
+def retry_run(instance, actor: str, run_id: str) -> str:
+    """An admin's retry of a job run that gave up (or is stuck): attempts start again (audited)."""
+    from store.models import JobRun
+    from workers.system import runs
+    with instance.session() as s:
+        row = s.get(JobRun, int(run_id)) if str(run_id).isdigit() else None
+        if row is None:
+            raise KeyError(f"no job run {run_id}")
+        name = row.name
+    runs.retry(instance, int(run_id))
+    with instance.session() as s:
+        audit.record(s, actor, "job.retry", f"run:{run_id}"[:100], job=name)
+    return name
+
+
 def discard_failed(instance, actor: str, job_id: str) -> str:
     """Delete a failed job for good (audited, with its function name). Returns the queue name."""
     from rq.job import Job
