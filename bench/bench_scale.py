@@ -1,7 +1,7 @@
 """Scale-out: crawl throughput with one and with two forking `kesu worker --queues crawl`, and the
 matcher's answer time per crawled image.
 
-The same set-up as tests/test_scale.py: one database (PostgreSQL when KESU_TEST_POSTGRES_URL is
+The same set-up as tests/workers/system/test_scale.py: one database (PostgreSQL when KESU_TEST_POSTGRES_URL is
 set, else SQLite), a redis-server of its own, small loopback pages (7 images each, depth 0),
 every crawl handed through the job registry (a JobRun row, then the wake-up). Round 1 runs one
 crawl worker, round 2 two (the second with an instance folder of its own holding only the

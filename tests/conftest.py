@@ -7,6 +7,7 @@ import http.server
 import mimetypes
 import os
 import socketserver
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -16,6 +17,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 STATIC = ROOT / "intake" / "static"
 HARNESS = Path(__file__).with_name("harness")
+# Tests live in folders that mirror the code (tests/intake, tests/workers/capture, ...) and share
+# helpers by module name (from test_match import ...): every test folder is importable.
+for _folder in sorted({p.parent for p in Path(__file__).parent.rglob("test_*.py")}):
+    if str(_folder) not in sys.path:
+        sys.path.append(str(_folder))
 os.environ.setdefault("SE_OFFLINE", "true")   # Selenium Manager must not look for downloads
 
 mimetypes.add_type("text/javascript", ".mjs")

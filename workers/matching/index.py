@@ -11,7 +11,7 @@ go out of memory when the case is removed.
   and the range search finds every hash within 31 bits: full recall, with exact distances
   from a popcount over the candidates. Smaller segments use 16 tables of 16 bits within 1
   flip (16 x 2 = 32 > 31), the smallest are scanned. Verified against a numpy brute force in
-  tests/test_index.py and bench/bench_pdq_index.py. Tables are flat arrays of two-row slots
+  tests/workers/matching/test_index.py and bench/bench_pdq_index.py. Tables are flat arrays of two-row slots
   per bucket with an overflow list, codes one contiguous array, owners and cases int arrays:
   about 140 bytes a hash at 10M. Registered hashes with quality < 50 are not indexed, query
   hashes with quality < 50 are not asked (Meta's PDQ rule).

@@ -69,7 +69,7 @@ TOP_MIN_ROWS = 32
 # The crawled side's centre crops. The registered side carries all five thumbnail shapes
 # (images.CROP_ASPECTS), so a crawled thumbnail matches through them; a crawled crop only
 # adds recall where a re-upload added something a crop cuts off again (a caption bar), and the
-# widest crop cuts the most. Measured on tests/test_match_quality.py (200 originals x 11
+# widest crop cuts the most. Measured on tests/workers/matching/test_match_quality.py (200 originals x 11
 # transforms): without the crawled 16:9 crop recall falls from 98.7 % to 97.5 % (25 text-bar
 # re-uploads only it finds); each other crawled crop finds nothing the rest does not.
 CRAWLED_CROPS = [("16:9", 16 / 9)]

@@ -5,7 +5,7 @@ seeks a <video> element to t = 0, 1, 2, ... seconds and hashes the frame shown t
 frame shown at t is the last decoded frame whose timestamp is <= t (the first frame when none
 is), sampled for every t < duration, which is what Chromium shows after a seek. Frames are
 turned into RGB the way Chromium does it (see `_rgb`), so both sides agree within a few bits;
-tests/test_video_conformance.py measures it.
+tests/workers/signals/test_video_conformance.py measures it.
 
 No Flask, no database: plain functions on a path, bytes or a file object.
 """

@@ -1,7 +1,7 @@
 // PDQ perceptual hash (Meta ThreatExchange), written from the published description, plus
 // the border trim and centre crops that give the variants a victim's photo is registered
 // under. Pure computation on typed arrays: runs in a page, a Web Worker and Node, and touches
-// no DOM. The server does the same in workers/images.py (pdqhash); tests/test_pdq_conformance.py
+// no DOM. The server does the same in workers/images.py (pdqhash); tests/workers/signals/test_pdq_conformance.py
 // holds the two together.
 //
 // Arithmetic follows pdqhash bit for bit, so that near-median DCT coefficients fall the same
@@ -9,7 +9,7 @@
 // reference's own RGB path would use float32 weights), the box filters, DCT and quality metric
 // run in float32 (every intermediate rounded with Math.fround or by a Float32Array store), the
 // DCT scale factor is a float32, a 64x64 input skips the filter on the plain path but not on
-// the dihedral one. tests/test_pdq_conformance.py finds 0 bits of difference on its corpus.
+// the dihedral one. tests/workers/signals/test_pdq_conformance.py finds 0 bits of difference on its corpus.
 //
 // Speed (a 12 MP photo in ~0.2 s of CPU in V8): the tent filter computes only what the 64x64
 // decimation reads (the last column pass runs on the 64 sampled columns, the second row pass

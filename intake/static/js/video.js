@@ -4,7 +4,7 @@
 // vPDQ samples the frame shown at t = 0, 1, 2, ... seconds (every t < duration), the way a
 // <video> element shows it after seeking there, drawn to a canvas at the video's natural
 // size and hashed with pdq.js. workers/videos.py computes the same frames on the server
-// (the last frame whose timestamp is <= t); tests/test_video_conformance.py holds the two
+// (the last frame whose timestamp is <= t); tests/workers/signals/test_video_conformance.py holds the two
 // sides together.
 //
 // videoSignals never throws and never hangs: every wait has a time limit, and whatever goes

@@ -9,7 +9,7 @@ import pdqhash
 from conftest import kesu_cli
 from PIL import Image
 
-SAMPLE = Path(__file__).resolve().parents[1] / "node_modules/@vladmandic/face-api/demo/sample2.jpg"
+SAMPLE = Path(__file__).resolve().parents[2] / "node_modules/@vladmandic/face-api/demo/sample2.jpg"
 
 
 def reference_pdq(path):

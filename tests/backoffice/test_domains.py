@@ -14,8 +14,8 @@ from backoffice.domains import ImportError_, import_csv, normalize_domain
 from store.models import AuditEntry, Domain
 from workers.takedown import contacts
 
-DATA = Path(__file__).with_name("data") / "takedown"
-ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parents[1] / "data" / "takedown"
+ROOT = Path(__file__).resolve().parents[2]
 
 CSV_EN = ("domain,site name,kind,country,language,contact email,contact form URL,hosting provider,notes\n"
           "Example.COM,Example Tube,tube,jp,ja,Abuse@Example.com,https://example.com/contact,Example Hosting,first\n"

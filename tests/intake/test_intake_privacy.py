@@ -200,7 +200,7 @@ def test_intake_never_loads_code_that_decrypts():
             "create_app(Instance(load(tempfile.mkdtemp()))); "
             "print(','.join(m for m in ('workers.cases.takein', 'backoffice') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
     loaded = out.stdout.strip().split(",") if out.stdout.strip() else []
     assert "workers.cases.takein" not in loaded and "backoffice" not in loaded
 

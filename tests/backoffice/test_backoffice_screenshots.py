@@ -24,7 +24,7 @@ from workers.system import context
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ORG = dict(org_name="NPO 例", org_email="help@example.org", org_phone="03-0000-0000",
            org_address="東京都千代田区例町1-2-3", org_responsible="山田 花子")
 EMAIL, PASSWORD = "admin@example.org", "a long admin password 42"

@@ -24,7 +24,7 @@ from workers.capture import evidence as ev
 from workers.capture.crawl import crawl, create_job, export_capture, report
 
 pytestmark = pytest.mark.browser
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 PASSPHRASE = "test passphrase"
 SETTINGS = dict(crawl_allow_private=True, crawl_delay=0, crawl_page_seconds=20, crawl_idle_seconds=0.8,
                 crawl_faces=0)

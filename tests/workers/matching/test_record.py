@@ -11,7 +11,7 @@ from store import cases
 from store.models import Capture, Case, Match, Media
 from workers.matching.record import record
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _media(s) -> Media:

@@ -216,7 +216,7 @@ def test_server_turns_photos_upright_by_exif(tmp_path):
     path = tmp_path / "sideways.jpg"
     sideways.save(path, exif=exif, quality=95)
     # HOG over the whole picture: orientation is the subject here; the first pass's own box
-    # noise is measured in tests/test_face_first_pass.py.
+    # noise is measured in tests/workers/signals/test_face_first_pass.py.
     want = server_faces.describe_faces(upright, detector="full")
     got = server_faces.describe_faces(Image.open(path), detector="full")
     assert want and len(got) == len(want)

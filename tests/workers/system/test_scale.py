@@ -14,7 +14,7 @@ import pytest
 from conftest import TEST_PASSPHRASE, make_instance
 from sites import serve_site
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 IMAGES_PER_PAGE = 7          # more inserts of one statement than psycopg's prepare threshold (5)
 CRAWL = dict(crawl_delay=0, crawl_page_seconds=20, crawl_idle_seconds=0.3,
              crawl_faces=False)

@@ -258,7 +258,7 @@ def test_seal_js_in_node_opens_in_python(tmp_path):
     if node is None:
         pytest.skip("node is not installed")
     private = PrivateKey.generate()
-    seal_js = Path(__file__).resolve().parents[1] / "intake" / "static" / "js" / "seal.js"
+    seal_js = Path(__file__).resolve().parents[2] / "intake" / "static" / "js" / "seal.js"
     script = tmp_path / "seal.mjs"
     script.write_text(
         f"import {{ seal, toBase64 }} from {json.dumps(seal_js.as_uri())};\n"

@@ -31,7 +31,7 @@ from workers.system import context
 
 pytestmark = pytest.mark.browser
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces-verification"
+DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "faces-verification"
 SELFIES = ("img1.jpg", "img2.jpg", "img10.jpg")          # one woman, three different photos
 HER_OTHER_PHOTO = "img6.jpg"                             # the same woman, a photo not registered
 SOMEONE_ELSE = "img13.jpg"                               # another person

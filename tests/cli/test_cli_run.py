@@ -121,7 +121,7 @@ def test_run_without_redis_server_says_so(env, tmp_path):
     bare.mkdir()
     result = subprocess.run([sys.executable, "-m", "cli", "run"], capture_output=True, text=True,
                             env={**os.environ, **env, "KESU_KEY_PASSPHRASE": TEST_PASSPHRASE, "PATH": str(bare)},
-                            cwd=Path(__file__).resolve().parents[1], timeout=60)
+                            cwd=Path(__file__).resolve().parents[2], timeout=60)
     assert result.returncode != 0 and "redis-server is missing" in result.stderr
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from web.throttle import WORK_HEADER, RateLimit, Throttle, Work
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SLOW_PHONE_HASHES_PER_S = 50_000      # a tenth of pow.js in Node on this machine (see the note)
 
 

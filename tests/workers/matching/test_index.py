@@ -279,7 +279,7 @@ def test_face_range_search_matches_brute_force_and_counts_agreeing_faces():
     assert got[0]["faces_agreeing"] == 3
 
 
-SAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "node_modules/@vladmandic/face-api/demo"
+SAMPLES = __import__("pathlib").Path(__file__).resolve().parents[3] / "node_modules/@vladmandic/face-api/demo"
 
 
 @pytest.mark.skipif(not (SAMPLES / "sample2.jpg").exists(), reason="face-api sample photos not installed")

@@ -163,4 +163,4 @@ def test_private_addresses_refused(site, browser):
     assert r.status == "error" and r.error.startswith("refused") and r.media == []
     for url in ("javascript:alert(1)", "data:text/html,hi", "file:///etc/passwd"):
         assert cap.capture(url, driver=browser, allow_private=True).status == "error"
-    # the address policy itself: tests/test_net_guard.py; every kind of request: tests/test_capture_guard.py
+    # the address policy itself: tests/workers/net/test_net_guard.py; every kind of request: tests/workers/capture/test_capture_guard.py

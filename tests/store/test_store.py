@@ -113,7 +113,7 @@ def test_staff_login_with_totp_rejects_replay_and_slows_guessing(instance):
     for _ in range(5):
         with pytest.raises(accounts.LoginRefused):
             accounts.authenticate(instance, "staff@example.org", "wrong password!!", "000000")
-    # No lock on the account row (the login view slows guessing: tests/test_backoffice_access.py).
+    # No lock on the account row (the login view slows guessing: tests/backoffice/test_backoffice_access.py).
     assert accounts.authenticate(instance, "staff@example.org", "a long enough password",
                                  totp_now(secret, 1)).role == "staff"
     with instance.session() as s:

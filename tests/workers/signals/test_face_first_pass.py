@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from workers.signals import faces
 from workers.signals.media import body_signals
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 SAMPLES = sorted((ROOT / "node_modules/@vladmandic/face-api/demo").glob("sample*.jpg"))
 needs_samples = pytest.mark.skipif(not SAMPLES, reason="the face-api sample photos are not installed")
 

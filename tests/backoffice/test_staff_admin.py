@@ -32,7 +32,7 @@ def csrf(html: str) -> str:
 
 @pytest.fixture
 def instance(tmp_path):
-    """SQLite only here: sessions and roles behave the same on PostgreSQL (tests/test_store.py)."""
+    """SQLite only here: sessions and roles behave the same on PostgreSQL (tests/store/test_store.py)."""
     from conftest import make_instance
     return make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'instance' / 'kesu.db'}")
 
