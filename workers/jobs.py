@@ -54,6 +54,13 @@ JOBS: dict[str, Job] = {
 }
 
 
+def rq_form(name: str, *args) -> tuple[str, tuple]:
+    """How RQ holds job `name` with these arguments: (function name, arguments). A tracked job
+    travels as its name and its row's id through workers.system.deliver.run."""
+    job = JOBS[name]
+    return ("workers.system.deliver.run", (name, *args)) if job.tracked else (job.target, args)
+
+
 def enqueue(settings, name: str, *args, conn=None, **options) -> bool:
     """Put job `name` on its queue; False (logged, never raised) when Redis cannot be reached,
     so the caller's database row waits for the sweep instead."""

@@ -1,6 +1,8 @@
 """Back-office pages that read at a glance: error pages in the layout and the reader's language."""
 from conftest import make_instance, staff_client
 
+from workers.jobs import rq_form
+
 
 def test_error_pages_have_the_layout_and_speak_japanese(tmp_path):
     inst = make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'kesu.db'}")
@@ -91,7 +93,7 @@ def test_staff_add_one_domain_and_crawl_one_url(tmp_path, redis_url):
         assert (job.url, job.depth, job.status) == ("https://tube.example/watch/1", 1, "queued")
         assert s.execute(select(AuditEntry).where(AuditEntry.action == "crawl_request")).scalar_one()
     q = Queue("crawl", connection=redis_lib.Redis.from_url(url))
-    assert [j.args for j in q.jobs] == [(job.id,)]
+    assert [(j.func_name, j.args) for j in q.jobs] == [rq_form("crawl", job.id)]
     assert "http://" in client.post("/domains/crawl", data={"csrf_token": token, "url": "javascript:alert(1)"},
                                     follow_redirects=True).get_data(as_text=True)
     redis_lib.Redis.from_url(url).flushdb()

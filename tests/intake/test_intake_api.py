@@ -16,7 +16,7 @@ from store import cases
 from store.config import load
 from store.instance import Instance
 from store.models import Case, Submission
-from workers.jobs import JOBS
+from workers.jobs import rq_form
 
 GOOD = {"version": 1, "category": "adult_ncii", "language": "ja", "known_urls": [], "contact": None,
         "consent": {"takedown": True, "hotline": False, "share_hashes": False, "at": "2026-01-02"},
@@ -73,8 +73,8 @@ def test_create_status_add_delete_withdraw(client, inst, redis_url):
     # Enqueued by id only.
     from rq import Queue
     jobs = [j for j in Queue("default", connection=redis.Redis.from_url(redis_url)).jobs
-            if j.func_name == JOBS["take_in"].target]
-    assert len(jobs) == 1 and jobs[0].args == (made_id(inst),)
+            if (j.func_name, j.args[:1]) == rq_form("take_in")]
+    assert len(jobs) == 1 and (jobs[0].func_name, jobs[0].args) == rq_form("take_in", made_id(inst))
     with inst.session() as s:
         assert s.execute(select(func.count()).select_from(Submission)).scalar() == 1
         row = s.execute(select(Case)).scalars().one()

@@ -15,8 +15,9 @@ from forward_proxy import ForwardProxy
 from pipeline import register
 from sqlalchemy import select
 
-from store.models import Capture, Domain, Match, Media, PatrolPage, PatrolRun, Takedown, utcnow
+from store.models import Capture, CaptureKey, Domain, Match, Media, PatrolPage, PatrolRun, Takedown, utcnow
 from workers.capture import patrol as P
+from workers.jobs import rq_form
 
 pytestmark = pytest.mark.browser
 
@@ -119,7 +120,9 @@ def test_patrol_fifty_sites(tmp_path, browser, monkeypatch):
             for c in s.execute(select(Capture)).scalars():
                 matched = any(m.id for m in c.media
                               if s.execute(select(Match).where(Match.media_id == m.id)).first())
-                assert bool(c.data_key) == matched, c.url
+                # its data key sealed to the matched case only, never to the org key (DESIGN §3)
+                keyed = s.execute(select(CaptureKey).where(CaptureKey.capture_id == c.id)).first() is not None
+                assert keyed == matched and c.data_key is None, c.url
             robots = s.get(Domain, ids[sites[49].domain]).patrol_robots
             assert robots["status"] == 200 and "Disallow: /" in robots["text"]
         assert by_host[ids[sites[49].domain]]["detail"]["robots_disallowed"]            # recorded, not obeyed
@@ -198,7 +201,7 @@ def test_fill_puts_due_domains_on_the_crawl_queue_by_weight(tmp_path, redis_url)
     queued = P.fill(inst, now + timedelta(hours=5))
     assert queued == [ids[5], ids[3], ids[0]]                     # depth 3
     q = Queue("crawl", connection=redis.Redis.from_url(redis_url))
-    assert [j.args for j in q.jobs] == [(str(i),) for i in queued]
+    assert [(j.func_name, j.args) for j in q.jobs] == [rq_form("patrol", str(i)) for i in queued]
     assert all(j.id.startswith("patrol-") for j in q.jobs)
     assert P.fill(inst, now + timedelta(hours=5)) == []           # queue full
     q.empty()
