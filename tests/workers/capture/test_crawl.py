@@ -202,7 +202,7 @@ def _counts(inst):
 
 KILLER = r"""
 import json, os, signal, sys
-sys.path[:0] = [sys.argv[1], os.path.join(sys.argv[1], "tests")]
+sys.path[:0] = [sys.argv[1], os.path.join(sys.argv[1], "tests"), os.path.join(sys.argv[1], "tests", "workers", "capture")]
 from store.config import load
 from store.instance import Instance
 from store.blobs import BlobStore

@@ -72,7 +72,7 @@ def test_wacz_validates_and_holds_every_response(result, tmp_path):
         if record.rec_type == "response":
             payloads[record.rec_headers.get_header("WARC-Target-URI")] = hashlib.sha256(
                 record.content_stream().read()).hexdigest()
-            assert record.rec_headers.get_header("WARC-IP-Address") == "127.0.0.1"
+            assert record.rec_headers.get_header("WARC-IP-Address") == "127.0.0.1", record.rec_headers.get_header("WARC-Target-URI")
     for m in result.media:
         if m["source"] == "browser":
             assert payloads[m["url"]] == m["sha256"], m["url"]
