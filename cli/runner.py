@@ -176,6 +176,9 @@ def run_all(read_passphrase):
         click.echo("kesu: stopped", err=True)
 
     signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
+    # Ctrl-C stops it even when it was started with SIGINT ignored (from a background job,
+    # nohup or a service manager), where Python installs no KeyboardInterrupt of its own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if not settings.redis_url:
             redis_proc = _start_redis(settings)

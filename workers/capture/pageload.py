@@ -49,6 +49,8 @@ class PageLoad:
         if url.startswith("data:"):
             self.data_urls.append(url)
             return
+        if not url.startswith(("http://", "https://", "blob:")):
+            return                  # the browser's own pages (chrome://, extensions) are not the site's
         if p.get("redirectResponse") and rid in self.ex:
             hop = self.ex.pop(rid)
             self._fill_response(hop, p["redirectResponse"])

@@ -10,6 +10,7 @@ allow_private=True first shows that every probe really fires, so the test can fa
 import http.server
 import socket
 import threading
+import time
 
 import pytest
 from net_helpers import FakeInternet, Probe
@@ -186,7 +187,13 @@ def test_the_crawlers_chromium_runs_in_its_sandbox():
     driver = cap.open_browser(allow_private=True)
     try:
         driver.get("data:text/html,<p>sandboxed</p>")
+        # A renderer forked a moment ago gets its seccomp filter as it starts: wait for a settled
+        # state (a condition), so one caught mid-start is not counted as unsandboxed.
+        deadline = time.monotonic() + 10
         state = chromium.sandbox_state(driver)
+        while state["sandboxed"] != state["renderers"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+            state = chromium.sandbox_state(driver)
         pids = chromium.descendants(driver.service.process.pid) + [driver.service.process.pid]
         uids = set()
         for pid in pids:
