@@ -101,8 +101,7 @@ def test_forking_worker_runs_every_crawl_on_postgres(tmp_path, pg_url, redis_url
                                 capture_output=True, text=True, timeout=240)
         assert worker.returncode == 0, worker.stderr[-3000:]
     finally:
-        keyed.terminate()
-        keyed.wait(30)
+        _reap(keyed)
         stop()
     assert "already exists" not in worker.stderr, worker.stderr[-3000:]
     with inst.session() as s:
@@ -187,6 +186,17 @@ def _pings(conn) -> bool:
         return conn.ping()
     except Exception:
         return False
+
+
+def _reap(proc) -> None:
+    """Stop a worker the test started: SIGTERM (RQ's warm shutdown lets a busy job finish),
+    then SIGKILL if it is still busy after 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(30)
 
 
 def _until(check, timeout: float) -> bool:
@@ -429,8 +439,7 @@ def test_crawl_workers_ask_the_one_matcher_and_a_withdrawal_reaches_it(tmp_path,
             assert time.monotonic() - t < 10, "the matcher kept a withdrawn case"
             time.sleep(0.2)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        _reap(proc)
 
 
 @pytest.mark.browser
@@ -479,8 +488,7 @@ def test_a_crawl_worker_holds_no_private_key_yet_writes_signed_evidence(tmp_path
         assert crawler.returncode == 0, crawler.stderr[-3000:]
         assert "the org key stays locked here" in crawler.stderr
     finally:
-        matcher_proc.terminate()
-        matcher_proc.wait(30)
+        _reap(matcher_proc)
         stop()
     with inst.session() as s:
         capture = s.execute(select(Capture)).scalars().one()
