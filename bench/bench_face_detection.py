@@ -208,9 +208,18 @@ def main() -> int:
         print(f"    turned, {path}: " + ", ".join(parts))
     dists = [d for rows in results.values() for r in rows for d in r["dists"]]
     print(f"  fast path recall against the full path, all sets: {kept}/{total} = {kept / max(1, total):.1%}")
+    for name, rows in results.items():
+        missed = [i for i, r in enumerate(rows) if any(not matches(b, r["fast"]) for b in r["full"])]
+        if missed:
+            print(f"    {name}: the fast path misses a full-path face in image(s) "
+                  + ", ".join(photos[i][0] if name == "photos" else str(i) for i in missed))
     if dists:
         print(f"  descriptor distance, the same face by both paths: median {np.median(dists):.3f}, "
-              f"max {max(dists):.3f} (n={len(dists)})")
+              f"p95 {np.percentile(dists, 95):.3f}, max {max(dists):.3f} (n={len(dists)})")
+        worst = sorted(((d, name, i) for name, rows in results.items() for i, r in enumerate(rows)
+                        for d in r["dists"]), reverse=True)[:4]
+        print("    largest: " + ", ".join(f"{name} {photos[i][0] if name == 'photos' else i} {d:.3f}"
+                                       for d, name, i in worst))
     return 0
 
 

