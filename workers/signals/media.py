@@ -5,9 +5,9 @@ Images get PDQ of the full image and its 8 dihedral turns (one computation, so f
 rotated re-uploads match), its border-trimmed form and its widest centre crop (CRAWLED_CROPS);
 videos get vPDQ frames; both get face descriptors (videos on a capped sample of frames).
 
-Large JPEGs are decoded at a reduced scale for PDQ (images.PDQ_SIDE) and, where faces are
-wanted, at the detector's (faces.DETECT_MAX_SIDE) and, only when a face was found, at the
-descriptor's (faces.FACE_SIDE); boxes are reported in the full picture's pixels.
+Large JPEGs are decoded at a reduced scale for PDQ (images.PDQ_SIDE), where the face first
+pass looks too, and, only when it found a small face, once more for the descriptor
+(faces.FACE_SIDE); boxes are reported in the full picture's pixels.
 """
 import hashlib
 import io
@@ -49,23 +49,21 @@ def _faces(images, scale: float = 1.0) -> list[dict]:
 
 
 def _image_faces(image_bytes: bytes, small, small_scale: float) -> list[dict]:
-    """Faces of an image: looked for in a decode of at least the detector's size (the PDQ
-    decode when it is that big or the whole picture), and described from one of at least
-    faces.FACE_SIDE, decoded only when a face was found."""
+    """Faces of an image: looked for in the PDQ decode (the first pass sees the picture at
+    faces.DETECT_MAX_SIDE px or less, and the PDQ decode is at least PDQ_SIDE px: enough
+    for the nets' 24 and 48 px looks at its smallest face), and described from a decode of at
+    least faces.FACE_SIDE px, made only when a face was found and is small there."""
     import numpy as np
 
-    from workers.signals.faces import DETECT_MAX_SIDE, FACE_SIDE, describe_faces
-    img, scale = small, small_scale
-    if scale < 1.0 and max(img.size) < DETECT_MAX_SIDE:
-        img, scale = decode_reduced(image_bytes, DETECT_MAX_SIDE)
+    from workers.signals.faces import FACE_SIDE, describe_faces
     detail = None
-    if scale < 1.0 and max(img.size) < FACE_SIDE:
+    if small_scale < 1.0 and max(small.size) < FACE_SIDE:
         def detail():
             big, big_scale = decode_reduced(image_bytes, FACE_SIDE)
             return np.asarray(big), big_scale
     # The decode is upright RGB already (images._decode): its pixels go to the detector as
     # they are, without the PIL image's second look at EXIF and copy.
-    return describe_faces(np.asarray(img), scale=scale, detail=detail)
+    return describe_faces(np.asarray(small), scale=small_scale, detail=detail)
 
 
 def _video_faces(source, duration_frames: int) -> list[dict]:
