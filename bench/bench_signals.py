@@ -7,8 +7,9 @@
 What the crawler runs on each image body it captured (workers.signals.media.body_signals): SHA-256
 and MD5 of the bytes, a JPEG decode at a reduced DCT scale (images.PDQ_SIDE), PDQ of the full
 image with its 8 dihedral turns (one computation), the trimmed image and the widest centre
-crop, and, with faces, a second decode at the detector's scale (faces.FACE_SIDE), the face
-first pass (MTCNN proposals), HOG where it proposes, and dlib's landmarks and descriptor.
+crop, and, with faces, the face first pass (MTCNN's three nets) on the same decode, a larger
+decode only where a face is small there (faces.DETAIL_FACE), and dlib's landmarks and
+descriptor of each face.
 
 Photos: JPEGs of everyday sizes (0.3 to 12 megapixels): the face-api sample photos (people,
 so the face detector finds and describes faces) and generated pictures (no faces), in turn.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import glob
 import io
+import math
 import os
 import statistics
 import sys
@@ -89,11 +91,17 @@ def stages(data: bytes, times: dict) -> None:
         return out
     img, scale = timed("decode for PDQ", decode_reduced, data, PDQ_SIDE)
     timed("PDQ variants", image_pdq, img)
-    if scale < 1.0 and max(img.size) < faces.FACE_SIDE:
-        img, scale = timed("decode for faces", decode_reduced, data, faces.FACE_SIDE)
-    rgb = timed("RGB array", faces.to_rgb_array, img)
-    timed("face first pass", faces.face_proposals, rgb)
-    timed("first pass + HOG + descriptors", faces.describe_faces, rgb, scale)
+    rgb = np.asarray(img)
+    boxes = timed("face first pass (MTCNN)", faces._detect_fast, rgb)
+    narrowest = min((r - lf for _, r, _, lf in boxes), default=0)
+    if boxes and scale < 1.0 and narrowest < faces.DETAIL_FACE:
+        side = math.ceil(max(rgb.shape[:2]) * faces.DETAIL_FACE / max(1, narrowest))
+        big, big_scale = timed("decode for small faces", decode_reduced, data, side)
+        f = big_scale / scale
+        boxes = [tuple(int(v * f) for v in b) for b in boxes]
+        img = big
+    for box in boxes:
+        timed("landmarks + descriptor", faces._describe, img, box)
 
 
 def _warm(_=None) -> int:

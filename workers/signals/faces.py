@@ -31,16 +31,12 @@ import numpy as np
 DETECT_MAX_SIDE = 1280
 UPSAMPLE = 1
 DESCRIPTOR_SIZE = 128
-# The crawled side decodes JPEGs for faces at the smallest DCT scale that keeps the long side
-# >= FACE_SIDE (workers.signals.media): the detector sees at most DETECT_MAX_SIDE, and a face
-# it finds there is described from twice as many pixels or more (descriptors of faces from a
-# DCT-halved decode moved 0.05-0.07 from the full decode's when FACE_SIDE was 1280).
-FACE_SIDE = 2 * DETECT_MAX_SIDE
-# A face narrower than this in the decode it was found in is described from a larger decode
-# (describe_faces' `detail`). The same faces described from a JPEG decoded at half its size
-# and in full (scratch measurement on the 70 face photos, doubled): under 120 px the
-# descriptor moves 0.06-0.10 (median, max 0.25), from 160 px on 0.03-0.05 (max 0.07), about
-# what the landmarks' own noise moves it.
+# A face narrower than this in the decode it was found in is described from a larger decode,
+# where it is at least this wide (describe_faces' `detail`; the crawler decodes JPEGs at a
+# reduced DCT scale). The same faces described from a JPEG decoded at half its size and in
+# full (the 70 face photos, enlarged 2x where under 1800 px): under 120 px the descriptor
+# moves 0.06-0.10 (median; max 0.25), from 160 px on 0.03-0.05 (max 0.07), about what the
+# landmarks' own noise on a box a few pixels off moves it.
 DETAIL_FACE = 160
 # Landmarks and descriptor run on a crop around each face (this many face sizes of margin on
 # every side, more than dlib's chip with padding 0.25 and any rotation reaches), so a large
@@ -132,14 +128,18 @@ def _detect(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
     return _to_input(boxes, rgb, scale_x, scale_y)
 
 
-def _describe(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """dlib's 5-point landmarks and 128-d descriptor of one face, on a crop around it."""
+def _describe(image, box: tuple[int, int, int, int]) -> np.ndarray:
+    """dlib's 5-point landmarks and 128-d descriptor of one face, on a crop around it.
+    `image`: an RGB array, or an upright RGB PIL image (only the crop becomes an array)."""
     dlib, fr = _load()
     top, right, bottom, left = box
-    h, w = rgb.shape[:2]
+    w, h = image.size if hasattr(image, "size") and not isinstance(image, np.ndarray) else image.shape[1::-1]
     m = int(CHIP_MARGIN * max(bottom - top, right - left)) + 2
-    y0, x0 = max(0, top - m), max(0, left - m)
-    crop = np.ascontiguousarray(rgb[y0:min(h, bottom + m + 1), x0:min(w, right + m + 1)])
+    y0, x0, y1, x1 = max(0, top - m), max(0, left - m), min(h, bottom + m + 1), min(w, right + m + 1)
+    if isinstance(image, np.ndarray):
+        crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+    else:
+        crop = np.asarray(image.crop((x0, y0, x1, y1)))
     rect = dlib.rectangle(left - x0, top - y0, right - x0, bottom - y0)
     shape = fr.api.pose_predictor_5_point(crop, rect)
     return np.asarray(fr.api.face_encoder.compute_face_descriptor(crop, shape, 1))
@@ -312,14 +312,15 @@ def describe_faces(image, scale: float = 1.0, detector: str = "fast", detail=Non
     if rgb.shape[0] < 16 or rgb.shape[1] < 16:
         return []
     boxes = _detect_fast(rgb) if detector == "fast" else _detect(rgb)
-    if boxes and detail is not None and min(r - lf for _, r, _, lf in boxes) < DETAIL_FACE:
-        big, big_scale = detail()
-        big_rgb = to_rgb_array(big)
+    narrowest = min((r - lf for _, r, _, lf in boxes), default=0)
+    if boxes and detail is not None and narrowest < DETAIL_FACE:
+        # an array, or an upright RGB PIL image (cropped per face)
+        rgb, big_scale = detail(math.ceil(max(rgb.shape[:2]) * DETAIL_FACE / max(1, narrowest)))
         f = big_scale / scale
-        bh, bw = big_rgb.shape[:2]
+        bw, bh = rgb.shape[1::-1] if isinstance(rgb, np.ndarray) else rgb.size
         boxes = [(max(0, int(t * f)), min(bw - 1, int(r * f)), min(bh - 1, int(b * f)), max(0, int(lf * f)))
                  for t, r, b, lf in boxes]
-        rgb, scale = big_rgb, big_scale
+        scale = big_scale
     faces = []
     for box in boxes:
         top, right, bottom, left = box

@@ -6,8 +6,8 @@ rotated re-uploads match), its border-trimmed form and its widest centre crop (C
 videos get vPDQ frames; both get face descriptors (videos on a capped sample of frames).
 
 Large JPEGs are decoded at a reduced scale for PDQ (images.PDQ_SIDE), where the face first
-pass looks too, and, only when it found a small face, once more for the descriptor
-(faces.FACE_SIDE); boxes are reported in the full picture's pixels.
+pass looks too, and, only when it found a small face, once more at the scale where that face
+is big enough to describe (faces.DETAIL_FACE); boxes are reported in the full picture's pixels.
 """
 import hashlib
 import io
@@ -51,16 +51,15 @@ def _faces(images, scale: float = 1.0) -> list[dict]:
 def _image_faces(image_bytes: bytes, small, small_scale: float) -> list[dict]:
     """Faces of an image: looked for in the PDQ decode (the first pass sees the picture at
     faces.DETECT_MAX_SIDE px or less, and the PDQ decode is at least PDQ_SIDE px: enough
-    for the nets' 24 and 48 px looks at its smallest face), and described from a decode of at
-    least faces.FACE_SIDE px, made only when a face was found and is small there."""
+    for the nets' 24 and 48 px looks at its smallest face), and a small face described from
+    a larger decode, made only then (faces.DETAIL_FACE)."""
     import numpy as np
 
-    from workers.signals.faces import FACE_SIDE, describe_faces
+    from workers.signals.faces import describe_faces
     detail = None
-    if small_scale < 1.0 and max(small.size) < FACE_SIDE:
-        def detail():
-            big, big_scale = decode_reduced(image_bytes, FACE_SIDE)
-            return np.asarray(big), big_scale
+    if small_scale < 1.0:
+        def detail(long_side: int):
+            return decode_reduced(image_bytes, long_side)
     # The decode is upright RGB already (images._decode): its pixels go to the detector as
     # they are, without the PIL image's second look at EXIF and copy.
     return describe_faces(np.asarray(small), scale=small_scale, detail=detail)
