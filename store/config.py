@@ -42,6 +42,7 @@ class Settings:
     crawl_idle_seconds: float = 1.0
     crawl_max_segments: int = 400             # HLS/DASH segments kept per page
     crawl_faces: bool = True                  # look for faces in crawled media
+    crawl_signal_processes: int = 0           # processes computing a page's media signals (0: one per core)
     patrol_every_s: int = 86400               # patrol defaults per domain (each domain may override)
     patrol_min_every_s: int = 3600
     patrol_pages: int = 20

@@ -23,6 +23,9 @@ for _folder in sorted({p.parent for p in Path(__file__).parent.rglob("test_*.py"
     if str(_folder) not in sys.path:
         sys.path.append(str(_folder))
 os.environ.setdefault("SE_OFFLINE", "true")   # Selenium Manager must not look for downloads
+# Crawls compute signals in their own process here (a pool's processes would each load the face
+# models for every crawl test); tests/workers/signals/test_signal_pool.py tests the pool.
+os.environ.setdefault("KESU_CRAWL_SIGNAL_PROCESSES", "1")
 
 mimetypes.add_type("text/javascript", ".mjs")
 mimetypes.add_type("text/javascript", ".js")

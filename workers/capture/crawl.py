@@ -24,6 +24,7 @@ write, and the retry deletes those before capturing the page again.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -42,6 +43,7 @@ from workers.capture import evidence as ev
 from workers.capture import page as cap
 from workers.capture import timestamp
 from workers.matching.record import record
+from workers.signals.pool import SignalPool, processes_for
 
 log = logging.getLogger("kesu.crawl")
 
@@ -170,6 +172,7 @@ def crawl(instance, job_id: int, progress=None, matcher=None, driver=None) -> di
     stats = {"pages": 0, "media": 0, "bytes": 0, "matches": 0, "captured": 0, "skipped": 0,
              "stopped": None, "queued": 1}
     own = driver is None
+    pool = SignalPool(processes_for(settings.crawl_signal_processes))
     try:
         if own:
             driver = start_browser(settings)
@@ -212,7 +215,8 @@ def crawl(instance, job_id: int, progress=None, matcher=None, driver=None) -> di
                                                error=f"browser failed: {str(exc).splitlines()[0][:200]}")
                 last_visit[host] = time.monotonic()
                 links = [l for l in result.links if site_of(l) == root][:MAX_LINKS_KEPT]
-                written = write_page(instance, keys, job_id, case_id, operator, result, links, matcher, faces)
+                written = write_page(instance, keys, job_id, case_id, operator, result, links, matcher, faces,
+                                     pool)
                 stats["captured"] += 1
                 stats["media"] += len(result.media)
                 stats["bytes"] += result.bytes_received
@@ -248,6 +252,7 @@ def crawl(instance, job_id: int, progress=None, matcher=None, driver=None) -> di
             pass
         raise
     finally:
+        pool.close()
         if own:
             close_browser(driver)
 
@@ -300,12 +305,13 @@ def _existing(instance, job_id: int, url: str) -> dict | None:
 
 # --- writing one page -------------------------------------------------------------------------
 
-def write_page(instance, keys: Keys, job_id, case_id, operator, result, links, matcher, faces) -> dict:
+def write_page(instance, keys: Keys, job_id, case_id, operator, result, links, matcher, faces,
+               pool: SignalPool | None = None) -> dict:
     settings = instance.settings
-    # 1. signals and matches, in memory
+    # 1. signals (side by side in `pool`'s processes) and matches, in memory
     found = []          # (media dict, signals, [matches])
-    for m in result.media:
-        sig = media_signals(m, faces=faces)
+    signals = (pool or SignalPool(1)).map(functools.partial(media_signals, faces=faces), result.media)
+    for m, sig in zip(result.media, signals):
         try:
             matches = list(matcher(instance, {**sig, "page": result.url}) or [])
         except MatcherUnavailable:

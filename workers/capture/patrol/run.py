@@ -31,6 +31,7 @@ from workers.capture.patrol.probe import (
 )
 from workers.capture.patrol.schedule import due, interval, weights
 from workers.net.addresses import url_refusal
+from workers.signals.pool import SignalPool, processes_for
 
 log = logging.getLogger("kesu.patrol")
 
@@ -95,6 +96,7 @@ def patrol_site(instance, domain_id: int, driver=None, matcher=None, progress=No
         if len(detail[kind]) < MAX_DETAIL:
             detail[kind].append({"url": url[:500], "why": str(why)[:300]})
 
+    pool = SignalPool(processes_for(settings.crawl_signal_processes))
     try:
         if own:
             driver = cr.start_browser(settings)
@@ -209,7 +211,7 @@ def patrol_site(instance, domain_id: int, driver=None, matcher=None, progress=No
                 detail["gates"].append(result.gate)
             links = [l for l in result.links if site_of(l) in roots][:cr.MAX_LINKS_KEPT]
             written = cr.write_page(instance, keys, job_id, None, "patrol", result, links, matcher,
-                                     settings.crawl_faces)
+                                     settings.crawl_faces, pool)
             st["media"] += len(result.media)
             st["matches"] += written["matches"]
             seen_set.update(m["url"] for m in result.media)
@@ -282,6 +284,7 @@ def patrol_site(instance, domain_id: int, driver=None, matcher=None, progress=No
             pass
         raise
     finally:
+        pool.close()
         if driver is not None:
             try:
                 driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
