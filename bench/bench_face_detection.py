@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Faces the crawler can see: the fast path (first pass, then HOG where it proposes) against
-the full path (HOG over the whole picture), and both against where the faces really are.
+"""Faces the crawler can see: the fast path (MTCNN's first pass, whose boxes seed dlib's
+landmarks) against the full path (HOG over the whole picture), and both against where the
+faces really are.
 
     .venv/bin/python bench/bench_face_detection.py [--per-set 24]
 
@@ -188,7 +189,7 @@ def main() -> int:
     by_angle: dict[str, list] = {}
     frames = video_frames_of([p for p, _ in small + turned])
     results["video"] = [evaluate(f, t) for f, (_, t) in zip(frames, small + turned)]
-    print(f"Face detection: fast path (first pass + HOG where it proposes) against the full path "
+    print(f"Face detection: fast path (MTCNN's first pass, its boxes seeding dlib's landmarks) against the full path "
           f"(HOG over the whole picture at <= {faces.DETECT_MAX_SIDE} px, upsampled {faces.UPSAMPLE}x)")
     kept = total = 0
     for name, rows in results.items():
