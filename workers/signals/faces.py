@@ -52,7 +52,8 @@ CHIP_MARGIN = 1.0
 # P-Net 0.6 and R-Net 0.7 as MTCNN, O-Net 0.8. Measured with bench/bench_face_detection.py's
 # sets (70 face photos; 40/56/80 px faces; faces turned +-15-45 degrees; both as H.264 frames):
 # at 30, 36 or 40 px and P-Net 0.5 or 0.6 the first pass finds the same 181 of the 182 faces
-# HOG finds (the other is a badge on a sleeve); every real face HOG finds in the photos scores
+# HOG finds (the other is HOG's false find on blurred background in img67.jpg); every real
+# face HOG finds in the photos scores
 # >= 0.96 at O-Net, and the false finds O-Net makes at 0.7 (a headband, an arm, blurred
 # background) score 0.70-0.78. 40 px costs half the P-Net time of 30 px.
 FIRST_PASS_MIN_FACE = 40
@@ -303,10 +304,11 @@ def describe_faces(image, scale: float = 1.0, detector: str = "fast", detail=Non
     `image` is an RGB ndarray (H, W, 3) or a PIL image. An image without faces gives [].
     `scale` is the image's size over the full picture's (a reduced decode): boxes are reported
     in the full picture's pixels. `detector`: "fast" (the first pass; dlib's landmarks start
-    from its boxes) or "full" (HOG over the whole picture, the reference). `detail`: called
-    only when a face was found, returns (a larger image of the same picture, its scale) to
-    describe the faces from (the crawler finds faces in a small decode and describes them from
-    a larger one).
+    from its boxes) or "full" (HOG over the whole picture, the reference). `detail(long_side)`:
+    called only when a face under DETAIL_FACE px was found; returns (a larger image of the
+    same picture, at least long_side px on its long side where the picture has that many, and
+    its scale; an array or an upright RGB PIL image), or None to describe from `image`: the
+    crawler finds faces in a small decode and describes small ones from a larger one.
     """
     rgb = to_rgb_array(image)
     if rgb.shape[0] < 16 or rgb.shape[1] < 16:
@@ -314,8 +316,12 @@ def describe_faces(image, scale: float = 1.0, detector: str = "fast", detail=Non
     boxes = _detect_fast(rgb) if detector == "fast" else _detect(rgb)
     narrowest = min((r - lf for _, r, _, lf in boxes), default=0)
     if boxes and detail is not None and narrowest < DETAIL_FACE:
+        larger = detail(math.ceil(max(rgb.shape[:2]) * DETAIL_FACE / max(1, narrowest)))
+    else:
+        larger = None
+    if larger is not None:
         # an array, or an upright RGB PIL image (cropped per face)
-        rgb, big_scale = detail(math.ceil(max(rgb.shape[:2]) * DETAIL_FACE / max(1, narrowest)))
+        rgb, big_scale = larger
         f = big_scale / scale
         bw, bh = rgb.shape[1::-1] if isinstance(rgb, np.ndarray) else rgb.size
         boxes = [(max(0, int(t * f)), min(bw - 1, int(r * f)), min(bh - 1, int(b * f)), max(0, int(lf * f)))

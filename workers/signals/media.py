@@ -59,7 +59,10 @@ def _image_faces(image_bytes: bytes, small, small_scale: float) -> list[dict]:
     detail = None
     if small_scale < 1.0:
         def detail(long_side: int):
-            return decode_reduced(image_bytes, long_side)
+            try:
+                return decode_reduced(image_bytes, long_side)
+            except ImageError:          # decoded once, not twice (a scale libjpeg refuses):
+                return None             # describe from the PDQ decode, keep the hashes
     # The decode is upright RGB already (images._decode): its pixels go to the detector as
     # they are, without the PIL image's second look at EXIF and copy.
     return describe_faces(np.asarray(small), scale=small_scale, detail=detail)

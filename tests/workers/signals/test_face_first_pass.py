@@ -120,3 +120,15 @@ def test_reduced_decode_reports_boxes_in_the_full_picture():
     # and by the resampling (on this blurred 6x enlargement up to ~0.2 for one face; most far
     # less).
     assert np.median(distances) < 0.1, distances
+
+
+@needs_samples
+def test_a_larger_decode_that_fails_still_describes_the_faces():
+    rgb = np.asarray(Image.open(SAMPLES[0]).convert("RGB").reduce(4))     # faces under DETAIL_FACE
+    asked = []
+
+    def refused(long_side):
+        asked.append(long_side)
+        return None
+    got = faces.describe_faces(rgb, scale=0.25, detail=refused)
+    assert asked and got == faces.describe_faces(rgb, scale=0.25)
