@@ -269,20 +269,93 @@ def pdq_variants(img) -> list[dict]:
 def pdq_crawled(img) -> list[dict]:
     """The crawled side's PDQ variants: full and its 8 dihedral turns from one computation
     (orig is reported as full), trimmed when a border was trimmed, CRAWLED_CROPS and the top
-    third (the registered side's top third of her photo finds an edit that repainted the body)."""
+    third (the registered side's top third of her photo finds an edit that repainted the body).
+    Every variant is a part of one luma plane (_LumaPdq): the same hashes as pdqhash's."""
     a = _rgb_array(img)
     height, width = a.shape[:2]
-    turns = pdq_dihedral(a)
+    pdq = _LumaPdq(a)
+    turns = pdq.dihedral()
     out = [{**turns[0], "variant": "full"}]
     box = trim_borders(a)
     if box["width"] != width or box["height"] != height:
-        out.append({"variant": "trimmed", **_pdq(_crop(a, box))})
+        out.append({"variant": "trimmed", **pdq.hash(box)})
     for name, aspect in CRAWLED_CROPS:
         if abs(width / height / aspect - 1) > CROP_SKIP_RELATIVE:
-            out.append({"variant": f"crop-{name}", **_pdq(_crop(a, center_crop(width, height, aspect)))})
+            out.append({"variant": f"crop-{name}", **pdq.hash(center_crop(width, height, aspect))})
     if height // TOP_PART >= TOP_MIN_ROWS:
-        out.append({"variant": "top-third", **_pdq(a[:height // TOP_PART])})
+        out.append({"variant": "top-third", **pdq.hash({"x": 0, "y": 0, "width": width, "height": height // TOP_PART})})
     return out + turns[1:]
+
+
+class _LumaPdq:
+    """PDQ of parts of one picture from one luma plane, for the crawler's several variants.
+
+    pdqhash computes luma again for each call, in float64 numpy (about 40 % of its time), and
+    filters the whole plane four times; here luma is computed once (OpenCV, float32) and the
+    tent filter's passes are OpenCV box filters, the last two only where the 64 x 64
+    decimation reads. The algorithm is PDQ's as pdq.js writes it (windows, edges that average
+    what they hold, sample points, DCT, median, quality); tests/workers/signals/
+    test_pdq_conformance.py holds every variant equal to pdqhash's, bit for bit. Parts
+    smaller than 64 pixels either way go to pdqhash itself (its own small-picture rules).
+    """
+
+    DCT = (np.float32(math.sqrt(2.0 / 64))
+           * np.cos((math.pi / 128) * np.outer(np.arange(1, 17), 2 * np.arange(64) + 1))).astype(np.float32)
+
+    def __init__(self, a: np.ndarray):
+        import cv2
+        self.rgb = a
+        self.luma = cv2.cvtColor(np.ascontiguousarray(a).astype(np.float32), cv2.COLOR_RGB2GRAY)
+
+    @staticmethod
+    def _box(plane: np.ndarray, window: int, axis: int) -> np.ndarray:
+        """PDQ's box pass along `axis` (1: along rows): output i averages inputs
+        i - (window - half) .. i + half - 1 that exist, half = (window + 2) // 2."""
+        import cv2
+        n = plane.shape[axis]
+        half = (window + 2) // 2
+        left, right = window - half, half - 1
+        size, anchor = ((window, 1), (left, 0)) if axis == 1 else ((1, window), (0, left))
+        sums = cv2.boxFilter(plane, cv2.CV_32F, size, anchor=anchor, normalize=False,
+                             borderType=cv2.BORDER_CONSTANT)
+        i = np.arange(n)
+        count = (np.minimum(n - 1, i + right) - np.maximum(0, i - left) + 1).astype(np.float32)
+        return sums / (count[None, :] if axis == 1 else count[:, None])
+
+    def _dct(self, box: dict) -> tuple[np.ndarray, int]:
+        plane = np.ascontiguousarray(self.luma[box["y"]:box["y"] + box["height"], box["x"]:box["x"] + box["width"]])
+        rows, cols = plane.shape
+        along_rows, along_cols = (cols + 127) // 128, (rows + 127) // 128
+        sample_rows = ((np.arange(64) + 0.5) * rows / 64).astype(int)
+        sample_cols = ((np.arange(64) + 0.5) * cols / 64).astype(int)
+        once = self._box(self._box(plane, along_rows, 1), along_cols, 0)
+        twice = self._box(np.ascontiguousarray(self._box(once, along_rows, 1)[:, sample_cols]), along_cols, 0)
+        a = twice[sample_rows]
+        gradient = (np.abs(np.trunc((a[:-1] - a[1:]) * np.float32(100) / np.float32(255))).sum()
+                    + np.abs(np.trunc((a[:, :-1] - a[:, 1:]) * np.float32(100) / np.float32(255))).sum())
+        return self.DCT @ a @ self.DCT.T, min(100, int(gradient / 90))
+
+    @staticmethod
+    def _bits(dct: np.ndarray) -> str:
+        flat = dct.reshape(-1)
+        return _hex((flat > np.sort(flat)[127])[::-1])
+
+    def hash(self, box: dict) -> dict:
+        if box["width"] < 64 or box["height"] < 64:
+            return _pdq(_crop(self.rgb, box))
+        dct, quality = self._dct(box)
+        return {"hash": self._bits(dct), "quality": quality}
+
+    def dihedral(self) -> list[dict]:
+        height, width = self.luma.shape
+        if width < 64 or height < 64:
+            return pdq_dihedral(self.rgb)
+        dct, quality = self._dct({"x": 0, "y": 0, "width": width, "height": height})
+        sign = np.where(np.arange(16) % 2 == 1, 1, -1).astype(np.float32)    # under a mirror
+        rows, cols = sign[:, None], sign[None, :]
+        turned = {"orig": dct, "rot90": (cols * dct).T, "rot180": rows * cols * dct, "rot270": (rows * dct).T,
+                  "flipx": rows * dct, "flipy": cols * dct, "flipplus": dct.T, "flipminus": (rows * cols * dct).T}
+        return [{"variant": v, "hash": self._bits(turned[v]), "quality": quality} for v in DIHEDRAL_VARIANTS]
 
 
 def pdq_distance(a: str, b: str) -> int:

@@ -23,9 +23,11 @@ from conftest import ROOT, wait_for
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from workers.signals.images import (
+    DIHEDRAL_VARIANTS,
     MAX_PIXELS,
     PDQ_SIDE,
     ImageError,
+    center_crop,
     decode_image,
     decode_reduced,
     image_signals,
@@ -370,6 +372,43 @@ def test_crawled_variants_come_from_one_dihedral_computation():
     assert all(got[name]["hash"] == registered[name] for name in ("trimmed", "crop-16:9", "top-third"))
     wide = np.asarray(_face(2).resize((640, 360)))           # already 16:9: no crop of it
     assert "crop-16:9" not in {v["variant"] for v in pdq_crawled(wide)}
+
+
+def test_crawled_variants_equal_pdqhash_bit_for_bit_on_many_sizes():
+    """The crawled side hashes its variants from one luma plane (images._LumaPdq); pdqhash
+    computes each from the pixels. Same hashes and qualities, whatever the size: odd sizes,
+    borders, parts under 64 px (which pdqhash itself hashes), pictures and noise."""
+    import pdqhash
+
+    from workers.signals import images
+
+    def by_pdqhash(a, box):
+        bits, quality = pdqhash.compute(np.ascontiguousarray(a[box["y"]:box["y"] + box["height"],
+                                                                box["x"]:box["x"] + box["width"]]))
+        return {"hash": images._hex(bits), "quality": int(quality)}
+
+    rng = np.random.default_rng(19)
+    pictures = [np.asarray(_face(n).resize(size)) for n, size in
+                ((1, (1151, 863)), (2, (767, 1023)), (3, (640, 360)), (1, (97, 301)), (2, (64, 64)))]
+    for k in range(24):
+        w, h = int(rng.integers(30, 1300)), int(rng.integers(30, 1300))
+        coarse = rng.integers(0, 256, (max(2, h // 20), max(2, w // 20), 3), dtype=np.uint8)
+        img = Image.fromarray(coarse).resize((w, h), Image.BICUBIC)
+        pictures.append(np.asarray(bordered(img, 12, 0, 30, 30, "black") if k % 3 == 0 else img))
+    for a in pictures:
+        height, width = a.shape[:2]
+        got = {v["variant"]: {"hash": v["hash"], "quality": v["quality"]} for v in pdq_crawled(a)}
+        bits, quality = pdqhash.compute_dihedral(np.ascontiguousarray(a))
+        want = {v: {"hash": images._hex(b), "quality": int(quality)} for v, b in zip(DIHEDRAL_VARIANTS, bits)}
+        want["full"] = want.pop("orig")
+        box = trim_borders(a)
+        if (box["width"], box["height"]) != (width, height):
+            want["trimmed"] = by_pdqhash(a, box)
+        if abs(width / height / (16 / 9) - 1) > images.CROP_SKIP_RELATIVE:
+            want["crop-16:9"] = by_pdqhash(a, center_crop(width, height, 16 / 9))
+        if height // images.TOP_PART >= images.TOP_MIN_ROWS:
+            want["top-third"] = by_pdqhash(a, {"x": 0, "y": 0, "width": width, "height": height // images.TOP_PART})
+        assert got == want, (a.shape, [k for k in want if got.get(k) != want[k]])
 
 
 def test_trim_vectors_python():
