@@ -62,7 +62,8 @@ def _pages_last_day(instance, domain_id: int, now: datetime) -> int:
                                     PatrolRun.started_at >= now - timedelta(days=1))).scalar() or 0)
 
 
-def patrol_site(instance, domain_id: int, driver=None, matcher=None, progress=None, now=None) -> dict:
+def patrol_site(instance, domain_id: int, driver=None, matcher=None, progress=None, now=None,
+                pool: SignalPool | None = None) -> dict:
     """Patrol one domain now (within its budgets); returns the run's numbers."""
     settings = instance.settings
     now = now or utcnow()
@@ -96,7 +97,9 @@ def patrol_site(instance, domain_id: int, driver=None, matcher=None, progress=No
         if len(detail[kind]) < MAX_DETAIL:
             detail[kind].append({"url": url[:500], "why": str(why)[:300]})
 
-    pool = SignalPool(processes_for(settings.crawl_signal_processes))
+    own_pool = pool is None
+    if own_pool:
+        pool = SignalPool(processes_for(settings.crawl_signal_processes))
     try:
         if own:
             driver = cr.start_browser(settings)
@@ -284,7 +287,8 @@ def patrol_site(instance, domain_id: int, driver=None, matcher=None, progress=No
             pass
         raise
     finally:
-        pool.close()
+        if own_pool:
+            pool.close()
         if driver is not None:
             try:
                 driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
@@ -327,13 +331,15 @@ def patrol(instance, driver=None, now=None, limit: int | None = None, matcher=No
     if own:
         driver = cr.start_browser(instance.settings)
     results = []
+    pool = SignalPool(processes_for(instance.settings.crawl_signal_processes))     # one for all domains
     try:
         for row in due(instance, now, limit):
             results.append(patrol_site(instance, row["domain_id"], driver=driver, matcher=matcher,
-                                       progress=progress, now=now))
+                                       progress=progress, now=now, pool=pool))
             if own and not cr.driver_alive(driver):
                 driver = cr.restart_browser(driver, instance.settings)
     finally:
+        pool.close()
         if own:
             cr.close_browser(driver)
     return results
