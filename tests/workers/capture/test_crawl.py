@@ -347,3 +347,26 @@ def test_kesu_crawl_hands_the_job_to_a_running_worker(tmp_path, site):
     out = json.loads(proc.stdout)
     (page,) = out["pages"]
     assert page["status"] == "ok" and [m["sha256"] for m in page["media"]] == [hashes["img/index.png"]]
+
+
+class RecordingMatcher:
+    """Matches nothing; keeps the signals it was asked about, by SHA-256."""
+
+    def __init__(self):
+        self.asked = {}
+
+    def __call__(self, instance, signals):
+        self.asked[signals["sha256"]] = {k: signals[k] for k in ("pdq", "vpdq", "faces", "error")}
+        return []
+
+
+def test_a_pool_of_signal_processes_gives_the_worker_own_signals(instance, site):
+    base, _ = site
+    asked = {}
+    for processes in (1, 2):
+        instance.settings.crawl_signal_processes = processes
+        matcher = RecordingMatcher()
+        crawl(instance, create_job(instance, f"{base}/gallery.html", depth=0, requested_by="test"), matcher=matcher)
+        asked[processes] = matcher.asked
+    assert len(asked[2]) >= 5 and any(s["pdq"] for s in asked[2].values())
+    assert asked[2] == asked[1]
