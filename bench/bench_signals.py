@@ -16,7 +16,8 @@ so the face detector finds and describes faces) and generated pictures (no faces
 The baseline, measured in the same run on the same bodies: the plain full decode alone (Pillow,
 workers.signals.images.decode_image). Prints images per second for the pipeline without faces
 and with faces, each as a ratio to the decode, the time of each stage, and the rate with 1 and
-with N worker processes (crawl workers sharing one queue) on the same bodies.
+through a crawl worker's signal pool of 1 and N processes (workers.signals.pool; N crawl workers
+sharing one queue scale alike) on the same bodies.
 
 --drift N: how far the reduced decode moves PDQ, in bits, from the full-resolution pdqhash on
 N generated and ordinary JPEGs of 1024-4000 px; with --browser also from what the victim's
@@ -33,7 +34,6 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from workers.signals import faces  # noqa: E402
 from workers.signals.images import PDQ_SIDE, decode_image, decode_reduced, pdq_distance, pdq_hash  # noqa: E402
 from workers.signals.media import body_signals, image_pdq  # noqa: E402
+from workers.signals.pool import SignalPool  # noqa: E402
 
 SAMPLES = ROOT / "node_modules" / "@vladmandic" / "face-api" / "demo"
 LABELLED = ROOT.parent / "shared" / "data" / "faces-verification"
@@ -115,12 +116,13 @@ def _one(args) -> int:
 
 
 def workers_rate(bodies, n: int, with_faces: bool) -> float:
-    """Images per second with n worker processes sharing the bodies (as n crawl workers share
-    one queue); the models are loaded before the clock starts."""
-    with ProcessPoolExecutor(max_workers=n) as pool:
-        list(pool.map(_warm, range(n)))
+    """Images per second through a crawl worker's signal pool of n processes
+    (workers.signals.pool; 1: the worker's own process), as one page's media go through it;
+    the models are loaded before the clock starts."""
+    with SignalPool(n) as pool:
+        pool.map(_warm, range(4 * n))
         t = time.perf_counter()
-        list(pool.map(_one, [(data, with_faces) for _, data in bodies], chunksize=1))
+        pool.map(_one, [(data, with_faces) for _, data in bodies])
         return len(bodies) / (time.perf_counter() - t)
 
 
@@ -164,7 +166,7 @@ def throughput(args) -> None:
         for with_faces in (False, True):
             one = workers_rate(bodies, 1, with_faces)
             many = workers_rate(bodies, args.workers, with_faces)
-            print(f"  worker processes, {'with' if with_faces else 'without'} faces: 1 -> {one:6.2f} images/s, "
+            print(f"  signal pool of a crawl worker, {'with' if with_faces else 'without'} faces: 1 -> {one:6.2f} images/s, "
                   f"{args.workers} -> {many:6.2f} images/s ({many / one:4.2f}x); load average "
                   f"{os.getloadavg()[0]:.2f}")
 
@@ -240,7 +242,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--photos", type=int, default=24)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=2, help="also measure this many worker processes (1: skip)")
+    ap.add_argument("--workers", type=int, default=2, help="also measure a signal pool of this many processes (1: skip)")
     ap.add_argument("--drift", type=int, default=0, metavar="N", help="measure PDQ drift on N JPEGs instead")
     ap.add_argument("--browser", action="store_true", help="with --drift: also against the browser (Chromium)")
     ap.add_argument("--side", type=int, default=PDQ_SIDE, help="with --drift: the reduced decode's long side")
