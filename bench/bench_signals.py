@@ -15,8 +15,8 @@ Photos: JPEGs of everyday sizes (0.3 to 12 megapixels): the face-api sample phot
 so the face detector finds and describes faces) and generated pictures (no faces), in turn.
 The baseline, measured in the same run on the same bodies: the plain full decode alone (Pillow,
 workers.signals.images.decode_image). Prints images per second for the pipeline without faces
-and with faces, each as a ratio to the decode, the time of each stage, and the rate with 1 and
-through a crawl worker's signal pool of 1 and N processes (workers.signals.pool; N crawl workers
+and with faces, each as a ratio to the decode, the time of each stage, and the rate through a
+crawl worker's signal pool of 1 and N processes (workers.signals.pool; N crawl workers
 sharing one queue scale alike) on the same bodies.
 
 --drift N: how far the reduced decode moves PDQ, in bits, from the full-resolution pdqhash on
