@@ -23,9 +23,17 @@ from concurrent.futures.process import BrokenProcessPool
 log = logging.getLogger(__name__)
 
 
+def cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:                  # not on Linux
+        return os.cpu_count() or 1
+
+
 def processes_for(setting: int) -> int:
     """The pool's size for settings.crawl_signal_processes (0: one per core)."""
-    return setting if setting > 0 else (os.cpu_count() or 1)
+    return setting if setting > 0 else cores()
 
 
 class SignalPool:
