@@ -47,3 +47,21 @@ def make_takedown(instance, case_id, domain_id, url, **kw) -> int:
         s.add(t)
         s.flush()
         return t.id
+
+
+# An organisation with every field a notice prints (name, contact, address, the responsible person).
+ORG = dict(org_name="NPO Example", org_email="help@example.org", org_phone="03-0000-0000",
+           org_address="1-2-3 Example-cho, Chiyoda-ku, Tokyo 100-0000", org_responsible="Hanako Example")
+
+
+def org_instance(tmp_path):
+    """A SQLite instance of ORG, unlocked."""
+    from conftest import make_instance
+    return make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'kesu.db'}", **ORG)
+
+
+def render(inst, takedown_id, route, lang):
+    """The notice notify.render gives for a takedown, by route and language."""
+    from workers.takedown import notify
+    with inst.session() as s:
+        return notify.render(inst, s, s.get(Takedown, takedown_id), route, lang)

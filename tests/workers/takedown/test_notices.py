@@ -1,25 +1,15 @@
 """Notices: every category x recipient x language renders; the law each one cites; what never goes in."""
 import pytest
 from sqlalchemy import select
-from takedown_helpers import make_case, make_domain, make_takedown
+from takedown_helpers import ORG, make_case, make_domain, make_takedown, org_instance, render
 
-from store.models import Notice, Takedown
+from store.models import Notice
 from workers.takedown import notify
 
 CATS = ("adult_ncii", "coerced_av", "voyeur", "deepfake", "dmca")
-ORG = dict(org_name="NPO Example", org_email="help@example.org", org_phone="03-0000-0000",
-           org_address="1-2-3 Example-cho, Chiyoda-ku, Tokyo 100-0000", org_responsible="Hanako Example")
-
-
 @pytest.fixture
 def inst(tmp_path):
-    from conftest import make_instance
-    return make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'kesu.db'}", **ORG)
-
-
-def _render(inst, takedown_id, route, lang):
-    with inst.session() as s:
-        return notify.render(inst, s, s.get(Takedown, takedown_id), route, lang)
+    return org_instance(tmp_path)
 
 
 def test_every_category_recipient_and_language_renders(inst):
@@ -30,7 +20,7 @@ def test_every_category_recipient_and_language_renders(inst):
         td = make_takedown(inst, case, dom, f"https://example.com/{cat}/1")
         for lang in ("ja", "en"):
             for route in notify.RECIPIENTS:
-                r = _render(inst, td, route, lang)
+                r = render(inst, td, route, lang)
                 assert r.template == f"notices/{lang}/{cat}/{route}.txt"
                 assert f"https://example.com/{cat}/1" in r.body
                 assert f"KESU-{td}" in r.subject and f"KESU-{td}" in r.body
@@ -51,16 +41,16 @@ def test_every_category_recipient_and_language_renders(inst):
         s.add(Capture(url=f"https://example.com/{CATS[-1]}/1", final_url="", status="ok", http_status=200,
                       captured_at=datetime(2026, 11, 1, 9, 30, tzinfo=timezone.utc),
                       evidence={"artifacts": {"manifest.json": {"sha256": "ab" * 32, "blob": "x", "bytes": 1}}}))
-    assert f"manifest.json SHA-256 {'ab' * 32}" in _render(inst, td, "host", "en").body
+    assert f"manifest.json SHA-256 {'ab' * 32}" in render(inst, td, "host", "en").body
     # every notice names the fingerprint of the key our evidence is signed with
     from crypto.signing import fingerprint
-    assert fingerprint(inst.private_keys().verify_key) in _render(inst, td, "host", "en").body
-    assert fingerprint(inst.private_keys().verify_key) in _render(inst, td, "site", "ja").body
+    assert fingerprint(inst.private_keys().verify_key) in render(inst, td, "host", "en").body
+    assert fingerprint(inst.private_keys().verify_key) in render(inst, td, "site", "ja").body
     # routes resolve to the right channel
-    assert _render(inst, td, "host", "en").address == "abuse@hosting.example"
-    assert _render(inst, td, "registrar", "en").address == "abuse@registrar.example"
-    assert _render(inst, td, "search_engine", "en").channel == "form"
-    assert _render(inst, td, "site", "en").address == "abuse@example.com"
+    assert render(inst, td, "host", "en").address == "abuse@hosting.example"
+    assert render(inst, td, "registrar", "en").address == "abuse@registrar.example"
+    assert render(inst, td, "search_engine", "en").channel == "form"
+    assert render(inst, td, "site", "en").address == "abuse@example.com"
 
 
 def test_the_law_each_category_cites(inst):
@@ -68,7 +58,7 @@ def test_the_law_each_category_cites(inst):
     bodies = {}
     for cat in CATS:
         td = make_takedown(inst, make_case(inst, category=cat), dom, f"https://example.com/{cat}")
-        bodies[cat] = {lang: _render(inst, td, "site", lang) for lang in ("ja", "en")}
+        bodies[cat] = {lang: render(inst, td, "site", lang) for lang in ("ja", "en")}
     assert "私事性的画像記録の提供等による被害の防止に関する法律" in bodies["adult_ncii"]["ja"].body
     assert "第4条" in bodies["adult_ncii"]["ja"].body and "送信防止措置" in bodies["adult_ncii"]["ja"].body
     assert "Article 4" in bodies["adult_ncii"]["en"].body
@@ -90,13 +80,13 @@ def test_minor_goes_to_a_hotline_only(inst):
     td = make_takedown(inst, make_case(inst, category="minor"), dom, "https://example.com/m")
     for route in ("site", "host", "registrar", "search_engine"):
         with pytest.raises(notify.RouteRefused):
-            _render(inst, td, route, "ja")
+            render(inst, td, route, "ja")
         with pytest.raises(notify.RouteRefused):
             notify.prepare(inst, td, route, "en")
-    ja = _render(inst, td, "hotline", "ja")
+    ja = render(inst, td, "hotline", "ja")
     assert "インターネット・ホットラインセンター" in ja.body and "児童ポルノ" in ja.body
     assert [n for n, _ in ja.forms][0].startswith("インターネット・ホットラインセンター")
-    en = _render(inst, td, "hotline", "en")
+    en = render(inst, td, "hotline", "en")
     assert "INHOPE" in en.body
     # and the route list agrees
     from workers.takedown import predict
@@ -171,7 +161,7 @@ def test_each_category_and_language_names_the_same_rights_the_sender_and_what_is
         act_by = (utcnow() + timedelta(days=notify.deadline_days(cat))).strftime("%Y-%m-%d")
         routes = ("hotline",) if cat == "minor" else notify.RECIPIENTS
         for route in routes:
-            bodies = {lang: _render(inst, td, route, lang).body for lang in ("ja", "en")}
+            bodies = {lang: render(inst, td, route, lang).body for lang in ("ja", "en")}
             for code in notify.RIGHTS[cat]:
                 for lang, body in bodies.items():
                     assert notify.RIGHT_LABELS[lang][code] in body, (cat, route, lang, code)
@@ -189,7 +179,7 @@ def test_a_notice_without_a_required_setting_is_refused_naming_it(tmp_path):
                          **{k: v for k, v in ORG.items() if k != "org_address"})
     td = make_takedown(inst, make_case(inst), make_domain(inst), "https://example.com/x")
     with pytest.raises(notify.RouteRefused, match=r"postal address \(setting org_address, KESU_ORG_ADDRESS\)"):
-        _render(inst, td, "site", "ja")
+        render(inst, td, "site", "ja")
 
 
 def test_the_takedown_page_says_in_japanese_which_setting_is_missing(tmp_path):

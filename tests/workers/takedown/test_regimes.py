@@ -9,24 +9,15 @@ import json
 
 import pytest
 from sqlalchemy import select
-from takedown_helpers import make_case, make_domain, make_takedown
+from takedown_helpers import ORG, make_case, make_domain, make_takedown, org_instance, render
 
-from store.models import Domain, Notice, Takedown
+from store.models import Domain, Notice
 from workers.takedown import notify, regimes
-
-ORG = dict(org_name="NPO Example", org_email="help@example.org", org_phone="03-0000-0000",
-           org_address="1-2-3 Example-cho, Chiyoda-ku, Tokyo 100-0000", org_responsible="Hanako Example")
 
 
 @pytest.fixture
 def inst(tmp_path):
-    from conftest import make_instance
-    return make_instance(tmp_path / "instance", f"sqlite:///{tmp_path / 'kesu.db'}", **ORG)
-
-
-def _render(inst, takedown_id, route, lang):
-    with inst.session() as s:
-        return notify.render(inst, s, s.get(Takedown, takedown_id), route, lang)
+    return org_instance(tmp_path)
 
 
 def _domain_for(inst, regime, name):
@@ -54,7 +45,7 @@ def test_every_regime_renders_in_japanese_and_english_with_each_required_field(i
             url = f"https://site{i}.example/{category}/1"
             td = make_takedown(inst, case, dom, url)
             for lang in ("ja", "en"):
-                r = _render(inst, td, "site", lang)
+                r = render(inst, td, "site", lang)
                 assert regime.id in r.regimes, (regime.id, category)
                 assert regime.law.get(lang) in r.body, (regime.id, lang)      # cited, or named beside it
                 if r.regime != regime.id:
@@ -70,18 +61,18 @@ def test_every_regime_renders_in_japanese_and_english_with_each_required_field(i
     # the strongest is cited first: a duty to remove in 48 hours over an inquiry period of 2 days
     dom = make_domain(inst, "covered.example", take_it_down=True, designated=True)
     td = make_takedown(inst, make_case(inst, contact=""), dom, "https://covered.example/v/1")
-    r = _render(inst, td, "site", "en")
+    r = render(inst, td, "site", "en")
     assert r.regime == "us_take_it_down" and r.regimes[1:] == ("jp_platform_act", "jp_revenge_porn_art4")
     assert "Also applicable:" in r.body and "Legal deadline:" in r.body and "UTC" in r.body
     # TAKE IT DOWN's signature block: who signs, in which capacity, on what basis
     assert "/Hanako Example/ (electronic signature), authorised representative of the person depicted" in r.body
     assert "consented at our intake on 2026-11-01" in r.body
-    ja = _render(inst, td, "site", "ja").body
+    ja = render(inst, td, "site", "ja").body
     assert "/Hanako Example/（電子署名）　被害者本人の代理人（NPO Example）" in ja and "2026-11-01" in ja
     # no flag, no country rule: the Japanese notices as before, no regime for a deepfake
     plain = make_takedown(inst, make_case(inst, category="deepfake"), make_domain(inst, "plain.example"),
                           "https://plain.example/1")
-    assert _render(inst, plain, "site", "en").regime is None
+    assert render(inst, plain, "site", "en").regime is None
 
 
 def test_a_missing_field_refuses_the_notice_naming_it(inst, tmp_path):
@@ -89,7 +80,7 @@ def test_a_missing_field_refuses_the_notice_naming_it(inst, tmp_path):
     # no consent readable for this case (no details): the signature's basis is missing
     td = make_takedown(inst, make_case(inst), dom, "https://covered.example/v/1")
     with pytest.raises(notify.MissingRegimeField, match=r"TAKE IT DOWN Act.*signature.*consent\.takedown") as refused:
-        _render(inst, td, "site", "en")
+        render(inst, td, "site", "en")
     assert (refused.value.regime, refused.value.field, refused.value.codes) == ("us_take_it_down", "signature",
                                                                                 ["consent"])
     with pytest.raises(notify.RouteRefused, match=r"\(signature\)"):
@@ -111,16 +102,16 @@ def test_a_missing_field_refuses_the_notice_naming_it(inst, tmp_path):
     td2 = make_takedown(inst, make_case(inst, contact=""), dom, "https://covered.example/v/2")
     inst.settings.notice_capacity = "lawyer"
     with pytest.raises(notify.RouteRefused, match=r"setting notice_lawyer, KESU_NOTICE_LAWYER"):
-        _render(inst, td2, "site", "ja")
+        render(inst, td2, "site", "ja")
     inst.settings.notice_lawyer = "弁護士 山田太郎"
-    assert "/弁護士 山田太郎/（電子署名）　被害者本人の代理人弁護士" in _render(inst, td2, "site", "ja").body
+    assert "/弁護士 山田太郎/（電子署名）　被害者本人の代理人弁護士" in render(inst, td2, "site", "ja").body
     inst.settings.notice_capacity = "representative"
     # DSA: the notifier's e-mail is a required field
     dsa = make_takedown(inst, make_case(inst, category="deepfake"), make_domain(inst, "eu.example", dsa=True),
                         "https://eu.example/1")
     inst.settings.org_email = ""
     with pytest.raises(notify.RouteRefused, match=r"e-mail address"):
-        _render(inst, dsa, "site", "en")
+        render(inst, dsa, "site", "en")
     inst.settings.org_email = ORG["org_email"]
     # a template that lost a field the regime requires is refused, never sent half-valid
     folder = tmp_path / "regimes"
@@ -136,7 +127,7 @@ def test_a_missing_field_refuses_the_notice_naming_it(inst, tmp_path):
         td3 = make_takedown(inst, make_case(inst, category="voyeur"), make_domain(inst, "jp.example"),
                             "https://jp.example/1")
         with pytest.raises(notify.RouteRefused, match=r"lacks what .* requires: a statement of good-faith belief"):
-            _render(inst, td3, "site", "en")
+            render(inst, td3, "site", "en")
     finally:
         regimes.REGIMES_DIR = original
         regimes.regimes.cache_clear()
@@ -197,7 +188,7 @@ def test_the_hash_list_goes_with_her_consent_only(inst):
     kept, _ = _case_with_photo(inst, share=False)
     for case_id, share in ((shared, True), (kept, False)):
         td = make_takedown(inst, case_id, dom, f"https://covered.example/v/{case_id}")
-        assert ("hashes.csv" in _render(inst, td, "site", "en").body) is share
+        assert ("hashes.csv" in render(inst, td, "site", "en").body) is share
         nid = notify.prepare(inst, td, "site", "en", address="abuse@covered.example")
         with inst.session() as s:
             msg = email.message_from_bytes(notify.open_archive(inst, s.get(Notice, nid)), policy=email.policy.default)
