@@ -16,6 +16,7 @@ from sqlalchemy import extract, func, select
 
 from backoffice import current_instance, login_required
 from store.models import Case, Domain, Takedown, TakedownTally
+from store.tally import LEGAL_OUTCOMES
 from workers.takedown import compliance
 
 bp = Blueprint("stats", __name__, url_prefix="/stats")
@@ -89,10 +90,10 @@ def to_csv(data: dict) -> str:
         emit(f"domain {data['year']}", row["domain"], row)
     # per legal regime and platform: removed within / after the deadline, overdue, pending
     w.writerow([])
-    w.writerow(["section", "regime", "platform", "requests", *compliance.OUTCOMES, "share_within", "median_hours"])
+    w.writerow(["section", "regime", "platform", "requests", *LEGAL_OUTCOMES, "share_within", "median_hours"])
     for row in data.get("by_regime", []):
         w.writerow([f"regime {data['year']}", row["regime"], row["platform"] or "*", row["requests"],
-                    *(row[k] for k in compliance.OUTCOMES), "" if row["share_within"] is None else row["share_within"],
+                    *(row[k] for k in LEGAL_OUTCOMES), "" if row["share_within"] is None else row["share_within"],
                     "" if row["median_hours"] is None else row["median_hours"]])
     return buf.getvalue()
 
@@ -128,7 +129,7 @@ def index():
         row["label"] = category_label(row["category"])
     _label_regimes(data)
     return render_template("backoffice/stats.html", data=data, labels=outcome_labels(),
-                           regime_outcomes=compliance.OUTCOMES, regime_labels=regime_labels())
+                           regime_outcomes=LEGAL_OUTCOMES, regime_labels=regime_labels())
 
 
 @bp.route("/data.json")

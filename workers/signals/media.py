@@ -13,6 +13,8 @@ import hashlib
 import io
 import os
 
+import numpy as np
+
 from workers.signals.images import PDQ_SIDE, ImageError, decode_reduced, pdq_crawled, pdq_dihedral, pdq_variants
 from workers.signals.videos import VideoError, video_frames, vpdq
 
@@ -53,8 +55,6 @@ def _image_faces(image_bytes: bytes, small, small_scale: float) -> list[dict]:
     faces.DETECT_MAX_SIDE px or less, and the PDQ decode is at least PDQ_SIDE px: enough
     for the nets' 24 and 48 px looks at its smallest face), and a small face described from
     a larger decode, made only then (faces.DETAIL_FACE)."""
-    import numpy as np
-
     from workers.signals.faces import describe_faces
     detail = None
     if small_scale < 1.0:

@@ -14,8 +14,7 @@ from statistics import median
 from sqlalchemy import extract, func, select
 
 from store.models import Domain, Takedown, TakedownTally, utcnow
-from store.tally import LEGAL_OUTCOMES as OUTCOMES
-from store.tally import legal_outcome as outcome
+from store.tally import LEGAL_OUTCOMES, legal_outcome
 from workers.takedown import regimes
 
 
@@ -42,14 +41,14 @@ def summarise(found, now: datetime | None = None, kept: dict | None = None) -> d
     """{"requests", each outcome, "decided", "share_within", "median_hours"} over rows of rows(),
     plus `kept` counts {outcome: n} of withdrawn cases' tallies."""
     now = now or utcnow()
-    out = {"requests": 0, **{k: 0 for k in OUTCOMES}}
+    out = {"requests": 0, **{k: 0 for k in LEGAL_OUTCOMES}}
     for legal, n in (kept or {}).items():
         out["requests"] += n
         out[legal] += n
     hours = []
     for regime_id, _domain, status, resolved_at, deadline in found:
         out["requests"] += 1
-        out[outcome(status, resolved_at, deadline, now)] += 1
+        out[legal_outcome(status, resolved_at, deadline, now)] += 1
         h = hours_to_removal(regime_id, resolved_at, deadline) if status == "removed" else None
         if h is not None:
             hours.append(h)
@@ -63,7 +62,7 @@ def summarise(found, now: datetime | None = None, kept: dict | None = None) -> d
 def kept_counts(session, year: int | None = None) -> list[tuple[str, str, str, int]]:
     """(regime, domain, outcome, count) kept from withdrawn cases."""
     stmt = (select(TakedownTally.regime, TakedownTally.domain, TakedownTally.legal, func.sum(TakedownTally.count))
-            .where(TakedownTally.regime != "", TakedownTally.legal.in_(OUTCOMES))
+            .where(TakedownTally.regime != "", TakedownTally.legal.in_(LEGAL_OUTCOMES))
             .group_by(TakedownTally.regime, TakedownTally.domain, TakedownTally.legal))
     if year is not None:
         stmt = stmt.where(TakedownTally.year == year)
