@@ -360,9 +360,14 @@ class RecordingMatcher:
         return []
 
 
-def test_a_pool_of_signal_processes_gives_the_worker_own_signals(instance, site):
+def test_a_pool_of_signal_processes_gives_the_worker_own_signals(instance, site, monkeypatch):
+    from workers.signals.pool import SignalPool
     base, _ = site
     asked = {}
+    pages = []                      # (pool size, media on the page) of every page the crawl hashed
+    real_map = SignalPool.map
+    monkeypatch.setattr(SignalPool, "map",
+                        lambda self, fn, items: pages.append((self.processes, len(items))) or real_map(self, fn, items))
     for processes in (1, 2):
         instance.settings.crawl_signal_processes = processes
         matcher = RecordingMatcher()
@@ -370,3 +375,4 @@ def test_a_pool_of_signal_processes_gives_the_worker_own_signals(instance, site)
         asked[processes] = matcher.asked
     assert len(asked[2]) >= 5 and any(s["pdq"] for s in asked[2].values())
     assert asked[2] == asked[1]
+    assert any(size == 2 and n >= 5 for size, n in pages)     # the second crawl's page went through a pool of 2
