@@ -46,6 +46,8 @@ class PageLoad:
         rid, req = p["requestId"], p["request"]
         url = req["url"]
         self.last_activity = time.monotonic()
+        if p.get("documentURL", "").startswith(("chrome", "devtools:")):
+            return                  # asked for by the browser's own page (an error page's icons)
         if url.startswith("data:"):
             self.data_urls.append(url)
             return
